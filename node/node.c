@@ -1,0 +1,329 @@
+#include "node/node.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <sodium.h>
+
+#include "node/conn.h"
+#include "stream/addr.h"
+#include "stream/blob.h"
+#include "stream/room.h"
+#include "stream/wire.h"
+
+#define SHUTDOWN_DEADLINE_MS 3000
+
+struct node {
+	struct event_base *base;
+	struct cfg cfg;
+	struct vlog *log;
+	struct rooms *rooms;
+	struct conns *conns;
+	struct wire_dec *dec;
+	struct wire_buf scratch;
+	struct evconnlistener *lev;
+	struct event *reaper; /* made active to run after the current loop turn */
+	struct event *sweep;  /* idle-room expiry */
+	struct event *drain;  /* shutdown progress */
+	uint64_t drain_deadline;
+	int draining;
+	char id[17];
+	struct node_counters k;
+};
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct node *n = arg;
+	conns_reap(n->conns);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct node *n = arg;
+	struct room *r;
+	uint64_t now = node_now_ms(n);
+	while ((r = rooms_idle(n->rooms, now, n->cfg.room_idle_ms)) != NULL) {
+		n->k.rooms_expired++;
+		vlog(n->log, LOG_DEBUG, "room %s expired", room_id(r));
+		node_room_close(n, r, "expired");
+	}
+}
+
+struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog *log,
+		      const char **cause)
+{
+	struct node *n = calloc(1, sizeof(*n));
+	if (!n) {
+		*cause = "out of memory";
+		return NULL;
+	}
+	n->base = base;
+	n->cfg = *c;
+	n->log = log;
+	n->rooms = rooms_new(c->max_grants);
+	n->conns = conns_new();
+	n->dec = wire_dec_new(c->frame_max);
+	n->reaper = event_new(base, -1, 0, on_reap, n);
+	n->sweep = event_new(base, -1, EV_PERSIST, on_sweep, n);
+	wire_buf_init(&n->scratch);
+	if (!n->rooms || !n->conns || !n->dec || !n->reaper || !n->sweep) {
+		*cause = "out of memory";
+		node_free(n);
+		return NULL;
+	}
+	unsigned char raw[8];
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2hex(n->id, sizeof(n->id), raw, sizeof(raw));
+	return n;
+}
+
+void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	if (n->lev)
+		evconnlistener_free(n->lev);
+	conns_free(n->conns); /* before the rooms: it drops subscriptions */
+	rooms_free(n->rooms);
+	wire_dec_free(n->dec);
+	wire_buf_free(&n->scratch);
+	if (n->reaper)
+		event_free(n->reaper);
+	if (n->sweep)
+		event_free(n->sweep);
+	if (n->drain)
+		event_free(n->drain);
+	free(n);
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct node *n = arg;
+	char host[INET6_ADDRSTRLEN] = "?", peer[64];
+	int port = 0;
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)sa;
+		evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+		evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+	}
+	snprintf(peer, sizeof(peer), "%s:%d", host, port);
+
+	if (n->draining || conns_count(n->conns) >= n->cfg.max_conns) {
+		/* A fresh socket's send buffer is empty: the short error
+		 * frame fits without blocking. */
+		struct wire_buf *b = node_scratch(n);
+		wire_enc_error(b, 0, n->draining ? WIRE_E_SHUTDOWN : WIRE_E_LIMIT,
+			       n->draining ? "node is shutting down"
+					   : "too many connections (max_conns)");
+		(void)send(fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		evutil_closesocket(fd);
+		n->k.conns_rejected++;
+		if (!n->draining) {
+			n->k.limits_hit++;
+			vlog(n->log, LOG_WARN, "refused %s: max_conns (%zu) reached", peer,
+			     n->cfg.max_conns);
+		}
+		return;
+	}
+	evutil_make_socket_nonblocking(fd);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!conn_new(n, fd, peer)) {
+		vlog(n->log, LOG_ERR, "refused %s: out of memory", peer);
+		return;
+	}
+	n->k.conns_accepted++;
+}
+
+static int is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return 0;
+}
+
+int node_start(struct node *n, char *why, size_t whylen)
+{
+	char host[256];
+	int port;
+	if (addr_split(n->cfg.listen, "127.0.0.1", host, sizeof(host), &port) < 0) {
+		snprintf(why, whylen, "listen address '%s' is not HOST:PORT", n->cfg.listen);
+		return -1;
+	}
+	struct evutil_addrinfo hints = {0}, *ai = NULL;
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+	int rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
+	if (rc != 0 || !ai) {
+		snprintf(why, whylen, "cannot resolve listen host '%s': %s", host,
+			 evutil_gai_strerror(rc));
+		return -1;
+	}
+	if (!is_loopback(ai->ai_addr) && !n->cfg.insecure) {
+		snprintf(why, whylen,
+			 "refusing to listen on %s: without token authentication a node trusts "
+			 "the identity each client claims, so it serves loopback only; pass "
+			 "--insecure to listen on %s anyway",
+			 n->cfg.listen, host);
+		evutil_freeaddrinfo(ai);
+		return -1;
+	}
+	n->lev = evconnlistener_new_bind(n->base, on_accept, n,
+					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
+					 ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	if (!n->lev) {
+		snprintf(why, whylen, "cannot listen on %s: %s", n->cfg.listen,
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return -1;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char shost[INET6_ADDRSTRLEN] = "?";
+	int sport = 0;
+	getsockname(evconnlistener_get_fd(n->lev), (struct sockaddr *)&ss, &sl);
+	if (ss.ss_family == AF_INET) {
+		evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, shost,
+				 sizeof(shost));
+		sport = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	} else if (ss.ss_family == AF_INET6) {
+		evutil_inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, shost,
+				 sizeof(shost));
+		sport = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	}
+	/* Tests and scripts read this line to learn an ephemeral port. */
+	vlog(n->log, LOG_NOTICE, "node %s listening on %s:%d (clients)", n->id, shost, sport);
+
+	uint64_t tick = n->cfg.room_idle_ms < 10000 ? 250 : 1000;
+	struct timeval tv = {(time_t)(tick / 1000), (suseconds_t)(tick % 1000) * 1000};
+	event_add(n->sweep, &tv);
+	return 0;
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct node *n = arg;
+	if (conns_all_dead(n->conns) || node_now_ms(n) >= n->drain_deadline) {
+		vlog(n->log, LOG_NOTICE, "shutdown complete");
+		event_base_loopexit(n->base, NULL);
+	}
+}
+
+void node_shutdown(struct node *n)
+{
+	if (n->draining) {
+		vlog(n->log, LOG_NOTICE, "second stop request: exiting now");
+		event_base_loopbreak(n->base);
+		return;
+	}
+	n->draining = 1;
+	vlog(n->log, LOG_NOTICE, "shutting down: closing %zu connections",
+	     conns_count(n->conns));
+	if (n->lev)
+		evconnlistener_disable(n->lev);
+	conns_close_all(n->conns, WIRE_E_SHUTDOWN, "node is shutting down");
+	n->drain_deadline = node_now_ms(n) + SHUTDOWN_DEADLINE_MS;
+	n->drain = event_new(n->base, -1, EV_PERSIST, on_drain, n);
+	struct timeval tv = {0, 50 * 1000};
+	event_add(n->drain, &tv);
+}
+
+struct event_base *node_base(struct node *n)
+{
+	return n->base;
+}
+
+const struct cfg *node_cfg(const struct node *n)
+{
+	return &n->cfg;
+}
+
+struct vlog *node_log(struct node *n)
+{
+	return n->log;
+}
+
+struct rooms *node_rooms(struct node *n)
+{
+	return n->rooms;
+}
+
+struct conns *node_conns(struct node *n)
+{
+	return n->conns;
+}
+
+struct node_counters *node_counters(struct node *n)
+{
+	return &n->k;
+}
+
+const char *node_id(const struct node *n)
+{
+	return n->id;
+}
+
+struct wire_dec *node_decoder(struct node *n)
+{
+	return n->dec;
+}
+
+uint64_t node_now_ms(struct node *n)
+{
+	struct timeval tv;
+	event_base_gettimeofday_cached(n->base, &tv);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+struct wire_buf *node_scratch(struct node *n)
+{
+	wire_buf_reset(&n->scratch);
+	return &n->scratch;
+}
+
+void node_schedule_reap(struct node *n)
+{
+	event_active(n->reaper, 0, 0);
+}
+
+void node_room_close(struct node *n, struct room *r, const char *reason)
+{
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_ROOM_CLOSED, 0, 2);
+	wire_pack_cstr(pk, room_id(r));
+	wire_pack_cstr(pk, reason);
+	wire_end(b, 0);
+	struct blob *frame = blob_new(b->len);
+	if (frame)
+		memcpy(blob_data(frame), b->p, b->len);
+
+	struct room_sub *s, *next;
+	for (s = room_subs(r); s; s = next) {
+		next = room_sub_next(s);
+		struct conn *to = room_sub_who(s);
+		/* A slow consumer is dropped by conn_send_blob, and its
+		 * subscription with it. */
+		if (!frame || conn_send_blob(to, frame) == 0)
+			conn_unsubscribe(to, s);
+	}
+	blob_unref(frame);
+	rooms_destroy(n->rooms, r);
+}

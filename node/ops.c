@@ -1,0 +1,330 @@
+#include "node/ops.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "node/conn.h"
+#include "node/node.h"
+#include "stream/blob.h"
+#include "stream/room.h"
+#include "stream/wire.h"
+
+#define S(f) (f).s.ptr, (f).s.len
+
+/* An identity is 1-128 bytes with no control characters and no spaces. */
+static int valid_identity(const char *p, size_t len)
+{
+	if (len == 0 || len > WIRE_IDENTITY_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch <= 0x20 || ch == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+static void reply_ok(struct node *n, struct conn *c, uint64_t rid)
+{
+	struct wire_buf *b = node_scratch(n);
+	wire_enc_ok_nil(b, rid);
+	conn_send(c, b);
+}
+
+/* The room a request names, or NULL after replying unknown_room. */
+static struct room *room_arg(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
+	if (!r)
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_ROOM, "no room with this id");
+	return r;
+}
+
+static int owner_only(struct conn *c, const struct room *r, uint64_t rid, const char *what)
+{
+	if (room_is_owner(r, conn_identity(c), conn_identity_len(c)))
+		return 1;
+	char msg[128];
+	snprintf(msg, sizeof(msg), "only the room's owner may %s", what);
+	conn_error(c, rid, WIRE_E_NOT_OWNER, msg);
+	return 0;
+}
+
+static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	const struct cfg *cfg = node_cfg(n);
+	if (m->f[0].u != WIRE_VERSION) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "protocol version %llu is not supported; this node speaks %d",
+			 (unsigned long long)m->f[0].u, WIRE_VERSION);
+		conn_error(c, m->rid, WIRE_E_VERSION, msg);
+		return;
+	}
+	if (!valid_identity(S(m->f[1]))) {
+		conn_error(c, m->rid, WIRE_E_AUTH,
+			   "identity must be 1-128 bytes without spaces or control characters");
+		return;
+	}
+	conn_set_ready(c, S(m->f[1]));
+
+	char session[48];
+	snprintf(session, sizeof(session), "%s-%llu", node_id(n), (unsigned long long)conn_id(c));
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_WELCOME, m->rid, 3);
+	wire_pack_cstr(pk, node_id(n));
+	wire_pack_cstr(pk, session);
+	msgpack_pack_map(pk, 6);
+	wire_pack_cstr(pk, "frame_max");
+	msgpack_pack_uint64(pk, cfg->frame_max);
+	wire_pack_cstr(pk, "max_pending");
+	msgpack_pack_uint64(pk, cfg->max_pending);
+	wire_pack_cstr(pk, "max_subs");
+	msgpack_pack_uint64(pk, cfg->max_subs);
+	wire_pack_cstr(pk, "max_grants");
+	msgpack_pack_uint64(pk, cfg->max_grants);
+	wire_pack_cstr(pk, "room_idle_timeout_ms");
+	msgpack_pack_uint64(pk, cfg->room_idle_ms);
+	wire_pack_cstr(pk, "hello_timeout_ms");
+	msgpack_pack_uint64(pk, cfg->hello_timeout_ms);
+	wire_end(b, 0);
+	conn_send(c, b);
+	vlog(node_log(n), LOG_DEBUG, "conn %llu %s: hello from %s", (unsigned long long)conn_id(c),
+	     conn_peer(c), conn_identity(c));
+}
+
+static void op_create(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = rooms_create(node_rooms(n), conn_identity(c), conn_identity_len(c),
+				      node_now_ms(n));
+	if (!r) {
+		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory creating the room");
+		return;
+	}
+	node_counters(n)->rooms_created++;
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	wire_pack_cstr(pk, room_id(r));
+	wire_end(b, 0);
+	conn_send(c, b);
+	vlog(node_log(n), LOG_DEBUG, "room %s created by %s", room_id(r), conn_identity(c));
+}
+
+static void op_remove(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (!r || !owner_only(c, r, m->rid, "remove it"))
+		return;
+	node_counters(n)->rooms_removed++;
+	reply_ok(n, c, m->rid);
+	node_room_close(n, r, "removed");
+}
+
+static void op_grant(struct node *n, struct conn *c, const struct wire_msg *m, int grant)
+{
+	struct room *r = room_arg(n, c, m);
+	if (!r || !owner_only(c, r, m->rid, grant ? "grant" : "revoke"))
+		return;
+	if (!valid_identity(S(m->f[1]))) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "not a valid identity");
+		return;
+	}
+	if (!grant) {
+		room_revoke(r, S(m->f[1]));
+	} else {
+		int rc = room_grant(r, S(m->f[1]));
+		if (rc == -1) {
+			node_counters(n)->limits_hit++;
+			conn_error(c, m->rid, WIRE_E_LIMIT, "the room's grant list is full (max_grants)");
+			return;
+		}
+		if (rc < 0) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory adding the grant");
+			return;
+		}
+	}
+	reply_ok(n, c, m->rid);
+}
+
+static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (!r)
+		return;
+	if (!conn_find_sub(c, r)) {
+		int rc = conn_subscribe(c, r);
+		if (rc == -1) {
+			node_counters(n)->limits_hit++;
+			conn_error(c, m->rid, WIRE_E_LIMIT,
+				   "too many subscriptions on this connection (max_subs)");
+			return;
+		}
+		if (rc < 0) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
+			return;
+		}
+	}
+	reply_ok(n, c, m->rid);
+}
+
+static void op_unsubscribe(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (!r)
+		return;
+	struct room_sub *s = conn_find_sub(c, r);
+	if (s)
+		conn_unsubscribe(c, s);
+	reply_ok(n, c, m->rid);
+}
+
+static void op_info(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (!r)
+		return;
+	int owner = room_is_owner(r, conn_identity(c), conn_identity_len(c));
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	msgpack_pack_map(pk, owner ? 9 : 8);
+	wire_pack_cstr(pk, "id");
+	wire_pack_cstr(pk, room_id(r));
+	wire_pack_cstr(pk, "owner");
+	wire_pack_cstr(pk, room_owner(r));
+	wire_pack_cstr(pk, "subscribers");
+	msgpack_pack_uint64(pk, room_sub_count(r));
+	wire_pack_cstr(pk, "created_ms");
+	msgpack_pack_uint64(pk, room_created(r));
+	wire_pack_cstr(pk, "last_active_ms");
+	msgpack_pack_uint64(pk, room_last_active(r));
+	wire_pack_cstr(pk, "seq");
+	msgpack_pack_uint64(pk, room_seq(r));
+	wire_pack_cstr(pk, "pushes");
+	msgpack_pack_uint64(pk, room_msgs(r));
+	wire_pack_cstr(pk, "bytes");
+	msgpack_pack_uint64(pk, room_bytes(r));
+	if (owner) {
+		wire_pack_cstr(pk, "grants");
+		msgpack_pack_array(pk, room_grant_count(r));
+		for (size_t i = 0; i < room_grant_count(r); i++)
+			wire_pack_cstr(pk, room_grant_at(r, i));
+	}
+	wire_end(b, 0);
+	conn_send(c, b);
+}
+
+/*
+ * The fan-out path. The DELIVER frame is encoded once into one blob (header
+ * and payload, one copy of the payload out of the input buffer) and every
+ * subscriber's output takes a reference to it. Order: seq is assigned here,
+ * in the order the node reads pushes, and each connection's output is FIFO,
+ * so every subscriber sees a room's pushes in seq order.
+ */
+static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (!r)
+		return;
+	if (!room_may_push(r, conn_identity(c), conn_identity_len(c))) {
+		conn_error(c, m->rid, WIRE_E_FORBIDDEN, "this identity may not push to the room");
+		return;
+	}
+	if (m->f[1].u > 255) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "dtype must be 0-255");
+		return;
+	}
+	const struct wire_str *data = &m->f[2].s;
+	uint64_t seq = room_next_seq(r);
+	room_touch(node_rooms(n), r, node_now_ms(n));
+	room_count(r, data->len);
+
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_DELIVER, 0, 5);
+	wire_pack_str(pk, room_id(r), ROOM_ID_LEN);
+	msgpack_pack_uint64(pk, seq);
+	wire_pack_str(pk, conn_identity(c), conn_identity_len(c));
+	msgpack_pack_unsigned_char(pk, (unsigned char)m->f[1].u);
+	msgpack_pack_bin(pk, data->len);
+	wire_end(b, data->len);
+
+	struct node_counters *k = node_counters(n);
+	k->pushes++;
+	struct blob *frame = blob_new(b->len + data->len);
+	if (!frame) {
+		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	memcpy(blob_data(frame), b->p, b->len);
+	memcpy(blob_data(frame) + b->len, data->ptr, data->len);
+
+	struct room_sub *s, *next;
+	for (s = room_subs(r); s; s = next) {
+		next = room_sub_next(s); /* a slow consumer is dropped below */
+		struct conn *to = room_sub_who(s);
+		if (to == c)
+			continue;
+		if (conn_send_blob(to, frame) == 0) {
+			k->deliveries++;
+			k->delivered_bytes += data->len;
+		}
+	}
+	blob_unref(frame);
+
+	b = node_scratch(n);
+	pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	msgpack_pack_uint64(pk, seq);
+	wire_end(b, 0);
+	conn_send(c, b);
+}
+
+void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	if (!conn_is_ready(c)) {
+		if (m->type == WIRE_HELLO)
+			op_hello(n, c, m);
+		else
+			conn_error(c, m->rid, WIRE_E_HELLO_REQUIRED, "the first frame must be HELLO");
+		return;
+	}
+	switch (m->type) {
+	case WIRE_HELLO:
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "HELLO was already received");
+		break;
+	case WIRE_PING: {
+		struct wire_buf *b = node_scratch(n);
+		wire_begin(b, WIRE_PONG, m->rid, 0);
+		wire_end(b, 0);
+		conn_send(c, b);
+		break;
+	}
+	case WIRE_CREATE:
+		op_create(n, c, m);
+		break;
+	case WIRE_REMOVE:
+		op_remove(n, c, m);
+		break;
+	case WIRE_GRANT:
+		op_grant(n, c, m, 1);
+		break;
+	case WIRE_REVOKE:
+		op_grant(n, c, m, 0);
+		break;
+	case WIRE_SUBSCRIBE:
+		op_subscribe(n, c, m);
+		break;
+	case WIRE_UNSUBSCRIBE:
+		op_unsubscribe(n, c, m);
+		break;
+	case WIRE_INFO:
+		op_info(n, c, m);
+		break;
+	case WIRE_PUSH:
+		op_push(n, c, m);
+		break;
+	default: {
+		char msg[80];
+		snprintf(msg, sizeof(msg), "frame type %u is not a request this node accepts",
+			 m->type);
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_TYPE, msg);
+	}
+	}
+}

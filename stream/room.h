@@ -1,0 +1,82 @@
+/*
+ * room: virtual rooms on one node, with no I/O.
+ *
+ * `struct rooms` is the node's table: rooms by id (a keyed hash map) and an
+ * activity list ordered from least to most recently active, so that idle
+ * expiry pops from the head in O(expired). A room has an owner, a bounded grant
+ * list, a strictly increasing sequence and a list of subscriptions; a
+ * subscription links one opaque subscriber ("who", a connection or later a
+ * node link) to one room and is owned by the room.
+ */
+#ifndef VROOM_STREAM_ROOM_H
+#define VROOM_STREAM_ROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROOM_ID_BYTES 12 /* 96 random bits */
+#define ROOM_ID_LEN   16 /* base64url without padding */
+
+struct rooms;
+struct room;
+struct room_sub;
+
+/* An empty table; NULL on no memory. Needs sodium_init() done. */
+struct rooms *rooms_new(size_t max_grants);
+/* Frees every room and subscription. rooms_free(NULL) is a no-op. */
+void rooms_free(struct rooms *t);
+size_t rooms_count(const struct rooms *t);
+/* A new room with a fresh random id, owned by owner (copied). NULL on no memory. */
+struct room *rooms_create(struct rooms *t, const char *owner, size_t owner_len, uint64_t now_ms);
+/* The room with this id, or NULL. */
+struct room *rooms_find(const struct rooms *t, const char *id, size_t len);
+/* Removes and frees the room with any subscriptions left in it; the caller
+ * has already told the subscribers and dropped its pointers to them. */
+void rooms_destroy(struct rooms *t, struct room *r);
+/* The least recently active room if it has been idle for at least idle_ms,
+ * else NULL. */
+struct room *rooms_idle(const struct rooms *t, uint64_t now_ms, uint64_t idle_ms);
+/* Iteration: *pos starts at 0; NULL at the end; no changes meanwhile. */
+struct room *rooms_next(const struct rooms *t, size_t *pos);
+
+const char *room_id(const struct room *r);
+const char *room_owner(const struct room *r);
+int room_is_owner(const struct room *r, const char *identity, size_t len);
+/* Whether identity may push: the owner, or a granted identity. */
+int room_may_push(const struct room *r, const char *identity, size_t len);
+/* Adds a grant (idempotent). 0; -1 if the grant list is full; -2 on no memory. */
+int room_grant(struct room *r, const char *identity, size_t len);
+/* Removes a grant; absent is not an error. */
+void room_revoke(struct room *r, const char *identity, size_t len);
+size_t room_grant_count(const struct room *r);
+const char *room_grant_at(const struct room *r, size_t i);
+
+/* Marks activity now: the room moves to the tail of the activity list. */
+void room_touch(struct rooms *t, struct room *r, uint64_t now_ms);
+/* Assigns and returns the next sequence number (the first is 1). */
+uint64_t room_next_seq(struct room *r);
+uint64_t room_seq(const struct room *r);
+uint64_t room_created(const struct room *r);
+uint64_t room_last_active(const struct room *r);
+/* Counts a message of len payload bytes in the room's totals. */
+void room_count(struct room *r, size_t len);
+uint64_t room_msgs(const struct room *r);
+uint64_t room_bytes(const struct room *r);
+
+/* Subscribes who (borrowed); NULL on no memory. The caller checks for an
+ * existing subscription first. */
+struct room_sub *room_subscribe(struct room *r, void *who);
+/* Ends and frees one subscription. */
+void room_unsubscribe(struct room_sub *s);
+size_t room_sub_count(const struct room *r);
+/* Iteration over a room's subscriptions, in subscription order. A callback
+ * may unsubscribe the current one if it fetched the next one first. */
+struct room_sub *room_subs(const struct room *r);
+struct room_sub *room_sub_next(const struct room_sub *s);
+void *room_sub_who(const struct room_sub *s);
+struct room *room_sub_room(const struct room_sub *s);
+
+/* Writes a new random room id and its NUL into out[ROOM_ID_LEN + 1]. */
+void room_id_generate(char out[ROOM_ID_LEN + 1]);
+
+#endif

@@ -1,0 +1,439 @@
+/*
+ * wire: bounds pass, msgpack-c decode into a schema-checked message, and
+ * frame encoding. See wire.h and docs/protocol.md.
+ */
+#include "stream/wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct wire_dec {
+	size_t frame_max;
+	msgpack_zone zone;
+	int err;
+	const char *why;
+};
+
+/* Field schemas, one char per field after [type, rid]:
+ *   u unsigned int   s str   b bin or str   m map   l array   v any
+ *   | the fields after it are optional.                                    */
+struct wire_schema {
+	uint16_t type;
+	const char *fields;
+};
+
+static const struct wire_schema schemas[] = {
+	{WIRE_HELLO, "us|b"},
+	{WIRE_WELCOME, "ssm"},
+	{WIRE_OK, "|v"},
+	{WIRE_ERROR, "us"},
+	{WIRE_PING, ""},
+	{WIRE_PONG, ""},
+	{WIRE_CREATE, ""},
+	{WIRE_REMOVE, "s"},
+	{WIRE_GRANT, "ss"},
+	{WIRE_REVOKE, "ss"},
+	{WIRE_SUBSCRIBE, "s|l"},
+	{WIRE_UNSUBSCRIBE, "s"},
+	{WIRE_INFO, "s"},
+	{WIRE_PUSH, "sub"},
+	{WIRE_DELIVER, "susub"},
+	{WIRE_ROOM_CLOSED, "ss"},
+};
+
+static const char *schema_of(unsigned type)
+{
+	for (size_t i = 0; i < sizeof(schemas) / sizeof(schemas[0]); i++)
+		if (schemas[i].type == type)
+			return schemas[i].fields;
+	return NULL;
+}
+
+int wire_type_known(unsigned type)
+{
+	return schema_of(type) != NULL;
+}
+
+const char *wire_err_name(int code)
+{
+	switch (code) {
+	case WIRE_E_OK: return "ok";
+	case WIRE_E_BAD_FRAME: return "bad_frame";
+	case WIRE_E_TOO_LARGE: return "too_large";
+	case WIRE_E_UNKNOWN_TYPE: return "unknown_type";
+	case WIRE_E_HELLO_REQUIRED: return "hello_required";
+	case WIRE_E_VERSION: return "version";
+	case WIRE_E_AUTH: return "auth";
+	case WIRE_E_TIMEOUT: return "timeout";
+	case WIRE_E_SLOW_CONSUMER: return "slow_consumer";
+	case WIRE_E_SHUTDOWN: return "shutdown";
+	case WIRE_E_UNKNOWN_ROOM: return "unknown_room";
+	case WIRE_E_FORBIDDEN: return "forbidden";
+	case WIRE_E_NOT_OWNER: return "not_owner";
+	case WIRE_E_LIMIT: return "limit";
+	case WIRE_E_BAD_REQUEST: return "bad_request";
+	case WIRE_E_INTERNAL: return "internal";
+	}
+	return "unknown";
+}
+
+int wire_err_fatal(int code)
+{
+	return code > 0 && code < 20 && code != WIRE_E_UNKNOWN_TYPE;
+}
+
+struct wire_dec *wire_dec_new(size_t frame_max)
+{
+	struct wire_dec *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	if (!msgpack_zone_init(&d->zone, 4096)) {
+		free(d);
+		return NULL;
+	}
+	d->frame_max = frame_max;
+	return d;
+}
+
+void wire_dec_free(struct wire_dec *d)
+{
+	if (!d)
+		return;
+	msgpack_zone_destroy(&d->zone);
+	free(d);
+}
+
+void wire_dec_set_frame_max(struct wire_dec *d, size_t frame_max)
+{
+	d->frame_max = frame_max;
+}
+
+int wire_dec_error(const struct wire_dec *d, const char **why)
+{
+	if (why)
+		*why = d->why;
+	return d->err;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t be_n(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * The bounds pass. `pending[d]` counts the values still owed at depth d; a
+ * container's count is accepted only if it fits in the bytes left (each value
+ * takes at least one byte), so the unpacker that runs after this allocates at
+ * most one msgpack_object per byte of the frame.
+ */
+int wire_check(const uint8_t *p, size_t len, int max_depth, const char **why)
+{
+	uint64_t pending[WIRE_MAX_DEPTH + 2];
+	int depth = 0;
+	size_t i = 0;
+
+	if (max_depth > WIRE_MAX_DEPTH + 1)
+		max_depth = WIRE_MAX_DEPTH + 1;
+	pending[0] = 1;
+	while (depth >= 0) {
+		if (pending[depth] == 0) {
+			depth--;
+			continue;
+		}
+		if (i >= len) {
+			*why = "truncated msgpack value";
+			return -1;
+		}
+		pending[depth]--;
+		uint8_t c = p[i++];
+		size_t left = len - i;
+		uint64_t n = 0; /* payload bytes to skip */
+		uint64_t kids = 0;
+		int lensz = 0;
+
+		if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+			continue; /* fixint, nil, bool */
+		} else if (c >= 0x80 && c <= 0x8f) {
+			kids = 2ull * (c & 0x0f);
+		} else if (c >= 0x90 && c <= 0x9f) {
+			kids = c & 0x0f;
+		} else if (c >= 0xa0 && c <= 0xbf) {
+			n = c & 0x1f;
+		} else {
+			switch (c) {
+			case 0xc4: case 0xd9: lensz = 1; break; /* bin8, str8 */
+			case 0xc5: case 0xda: lensz = 2; break;
+			case 0xc6: case 0xdb: lensz = 4; break;
+			case 0xc7: lensz = 1; n = 1; break; /* ext: + type byte */
+			case 0xc8: lensz = 2; n = 1; break;
+			case 0xc9: lensz = 4; n = 1; break;
+			case 0xca: n = 4; break;
+			case 0xcb: n = 8; break;
+			case 0xcc: case 0xd0: n = 1; break;
+			case 0xcd: case 0xd1: n = 2; break;
+			case 0xce: case 0xd2: n = 4; break;
+			case 0xcf: case 0xd3: n = 8; break;
+			case 0xd4: n = 2; break; /* fixext */
+			case 0xd5: n = 3; break;
+			case 0xd6: n = 5; break;
+			case 0xd7: n = 9; break;
+			case 0xd8: n = 17; break;
+			case 0xdc: case 0xde: lensz = 2; break;
+			case 0xdd: case 0xdf: lensz = 4; break;
+			default:
+				*why = "invalid msgpack type byte";
+				return -1;
+			}
+			if (lensz) {
+				if (left < (size_t)lensz) {
+					*why = "truncated msgpack length";
+					return -1;
+				}
+				uint64_t cnt = be_n(p + i, lensz);
+				i += lensz;
+				left -= lensz;
+				if (c == 0xdc || c == 0xdd)
+					kids = cnt;
+				else if (c == 0xde || c == 0xdf)
+					kids = 2 * cnt;
+				else
+					n += cnt;
+			}
+		}
+		if (n > left) {
+			*why = "msgpack length larger than the bytes left";
+			return -1;
+		}
+		i += n;
+		if (kids) {
+			if (kids > len - i) {
+				*why = "msgpack count larger than the bytes left";
+				return -1;
+			}
+			if (depth + 1 >= max_depth) {
+				*why = "msgpack nested too deep";
+				return -1;
+			}
+			pending[++depth] = kids;
+		}
+	}
+	if (i != len) {
+		*why = "trailing bytes after the msgpack value";
+		return -1;
+	}
+	return 0;
+}
+
+static enum wire_status bad(struct wire_dec *d, int err, const char *why)
+{
+	d->err = err;
+	d->why = why;
+	return WIRE_BAD;
+}
+
+static int field_ok(char t, const msgpack_object *o, union wire_field *f)
+{
+	switch (t) {
+	case 'u':
+		if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			return 0;
+		f->u = o->via.u64;
+		return 1;
+	case 's':
+		if (o->type != MSGPACK_OBJECT_STR)
+			return 0;
+		f->s.ptr = o->via.str.ptr;
+		f->s.len = o->via.str.size;
+		return 1;
+	case 'b':
+		if (o->type == MSGPACK_OBJECT_BIN) {
+			f->s.ptr = o->via.bin.ptr;
+			f->s.len = o->via.bin.size;
+			return 1;
+		}
+		if (o->type == MSGPACK_OBJECT_STR) {
+			f->s.ptr = o->via.str.ptr;
+			f->s.len = o->via.str.size;
+			return 1;
+		}
+		return 0;
+	case 'm':
+		f->o = o;
+		return o->type == MSGPACK_OBJECT_MAP;
+	case 'l':
+		f->o = o;
+		return o->type == MSGPACK_OBJECT_ARRAY;
+	case 'v':
+		f->o = o;
+		return 1;
+	}
+	return 0;
+}
+
+enum wire_status wire_parse(struct wire_dec *d, const uint8_t *buf, size_t len,
+			    struct wire_msg *msg, size_t *used)
+{
+	const char *why = NULL;
+
+	*used = 0;
+	d->err = 0;
+	d->why = NULL;
+	if (len < WIRE_HDR)
+		return WIRE_NEED_MORE;
+	uint32_t flen = be32(buf);
+	if (flen > d->frame_max)
+		return bad(d, WIRE_E_TOO_LARGE, "frame length over the frame limit");
+	if (flen == 0)
+		return bad(d, WIRE_E_BAD_FRAME, "empty frame");
+	if (len - WIRE_HDR < flen) {
+		*used = WIRE_HDR + (size_t)flen;
+		return WIRE_NEED_MORE;
+	}
+	const uint8_t *body = buf + WIRE_HDR;
+	if (wire_check(body, flen, WIRE_MAX_DEPTH, &why) < 0)
+		return bad(d, WIRE_E_BAD_FRAME, why);
+
+	msgpack_object root;
+	size_t off = 0;
+	msgpack_zone_clear(&d->zone);
+	msgpack_unpack_return rc =
+		msgpack_unpack((const char *)body, flen, &off, &d->zone, &root);
+	if (rc != MSGPACK_UNPACK_SUCCESS)
+		return bad(d, WIRE_E_BAD_FRAME, "msgpack-c rejected the frame");
+	if (root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size < 2)
+		return bad(d, WIRE_E_BAD_FRAME, "frame is not an array [type, rid, ...]");
+	const msgpack_object *a = root.via.array.ptr;
+	unsigned n = root.via.array.size;
+	if (n > 2 + WIRE_MAX_FIELDS)
+		return bad(d, WIRE_E_BAD_FRAME, "frame has too many fields");
+	if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > 0xffff)
+		return bad(d, WIRE_E_BAD_FRAME, "frame type is not an integer 0-65535");
+	if (a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return bad(d, WIRE_E_BAD_FRAME, "request id is not an unsigned integer");
+	msg->type = (uint16_t)a[0].via.u64;
+	msg->rid = a[1].via.u64;
+	msg->nfields = 0;
+
+	const char *schema = schema_of(msg->type);
+	if (schema) {
+		unsigned k = 0;
+		int optional = 0;
+		for (const char *s = schema; *s; s++) {
+			if (*s == '|') {
+				optional = 1;
+				continue;
+			}
+			if (2 + k >= n) {
+				if (optional)
+					break;
+				return bad(d, WIRE_E_BAD_FRAME, "frame is missing a field");
+			}
+			if (!field_ok(*s, &a[2 + k], &msg->f[k]))
+				return bad(d, WIRE_E_BAD_FRAME, "frame field has the wrong type");
+			k++;
+		}
+		msg->nfields = k;
+	}
+	*used = WIRE_HDR + (size_t)flen;
+	return WIRE_OK_;
+}
+
+/* ---- encoding ---- */
+
+static int buf_write(void *data, const char *p, size_t n)
+{
+	struct wire_buf *b = data;
+	if (b->cap - b->len < n) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap - b->len < n)
+			cap *= 2;
+		uint8_t *q = realloc(b->p, cap);
+		if (!q)
+			abort(); /* out of memory: no sane recovery mid-frame */
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+void wire_buf_init(struct wire_buf *b)
+{
+	memset(b, 0, sizeof(*b));
+	msgpack_packer_init(&b->pk, b, buf_write);
+}
+
+void wire_buf_reset(struct wire_buf *b)
+{
+	b->len = 0;
+	b->frame_at = 0;
+}
+
+void wire_buf_free(struct wire_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+msgpack_packer *wire_begin(struct wire_buf *b, unsigned type, uint64_t rid, unsigned nfields)
+{
+	static const char zero[WIRE_HDR];
+	b->frame_at = b->len;
+	buf_write(b, zero, WIRE_HDR);
+	msgpack_pack_array(&b->pk, 2 + nfields);
+	msgpack_pack_unsigned_int(&b->pk, type);
+	msgpack_pack_uint64(&b->pk, rid);
+	return &b->pk;
+}
+
+void wire_end(struct wire_buf *b, size_t extra)
+{
+	size_t flen = b->len - b->frame_at - WIRE_HDR + extra;
+	uint8_t *p = b->p + b->frame_at;
+	p[0] = (uint8_t)(flen >> 24);
+	p[1] = (uint8_t)(flen >> 16);
+	p[2] = (uint8_t)(flen >> 8);
+	p[3] = (uint8_t)flen;
+}
+
+void wire_pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+	msgpack_pack_str(pk, len);
+	msgpack_pack_str_body(pk, s, len);
+}
+
+void wire_pack_cstr(msgpack_packer *pk, const char *s)
+{
+	wire_pack_str(pk, s, strlen(s));
+}
+
+void wire_pack_bin(msgpack_packer *pk, const void *p, size_t len)
+{
+	msgpack_pack_bin(pk, len);
+	msgpack_pack_bin_body(pk, p, len);
+}
+
+void wire_enc_error(struct wire_buf *b, uint64_t rid, int code, const char *msg)
+{
+	msgpack_packer *pk = wire_begin(b, WIRE_ERROR, rid, 2);
+	msgpack_pack_unsigned_int(pk, (unsigned)code);
+	wire_pack_cstr(pk, msg);
+	wire_end(b, 0);
+}
+
+void wire_enc_ok_nil(struct wire_buf *b, uint64_t rid)
+{
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
+	msgpack_pack_nil(pk);
+	wire_end(b, 0);
+}
