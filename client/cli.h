@@ -1,0 +1,24 @@
+/*
+ * cli: what the vroom command's subcommands share: parsed options and the
+ * two ways a command fails (a node/connection error, a usage error).
+ */
+#ifndef VROOM_CLIENT_CLI_H
+#define VROOM_CLIENT_CLI_H
+
+struct vroom_error;
+
+struct cli {
+	const char *server, *identity;
+	const char **pos; /* positional arguments, the command first */
+	int npos;
+	int dtype, each_line, format_json, verbose;
+	long count;	  /* -1: no limit */
+	double timeout_s; /* -1: none */
+};
+
+/* Prints "vroom: NAME: MESSAGE" and returns exit status 1. */
+int cli_fail(const struct vroom_error *e);
+/* Prints a usage error and returns exit status 2. */
+int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,576 @@
+/*
+ * libvroom's event-driven core: one bufferevent per node connection, the
+ * frame codec from stream/wire, and a table of requests awaiting replies.
+ *
+ * Invariant: every queued request has exactly one pending entry, and each
+ * entry's callback runs exactly once: with the node's reply, or with
+ * VROOM_E_CLOSED when the connection ends first.
+ */
+#include "client/vroom.h"
+#include "client/vroom_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "stream/addr.h"
+#include "stream/wire.h"
+
+/* The node's own frames may exceed its frame limit by a header's worth; the
+ * library trusts the node it chose up to this size. */
+#define CLIENT_FRAME_MAX ((64u << 20) + 65536)
+
+const char *vroom_code_name(int code)
+{
+	switch (code) {
+	case VROOM_E_CONNECT: return "connect";
+	case VROOM_E_CLOSED: return "closed";
+	case VROOM_E_PROTOCOL: return "protocol";
+	case VROOM_E_ARG: return "argument";
+	case VROOM_E_WAIT: return "wait_timeout";
+	}
+	return wire_err_name(code);
+}
+
+void vroom_seterr(struct vroom_error *e, int code, const char *fmt, ...)
+{
+	if (!e)
+		return;
+	va_list ap;
+	e->code = code;
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+}
+
+static void pending_finish(struct vroom *v, struct pending *p, const struct vroom_result *r)
+{
+	TAILQ_REMOVE(&v->pending, p, link);
+	v->npending--;
+	if (p->cb)
+		p->cb(v, r, p->arg);
+	free(p);
+}
+
+static void fail_all(struct vroom *v, const struct vroom_error *e)
+{
+	struct pending *p;
+	struct vroom_result r = {.err = e};
+	while ((p = TAILQ_FIRST(&v->pending)) != NULL)
+		pending_finish(v, p, &r);
+}
+
+/* Ends the connection once; reports why to the pending requests and to the
+ * disconnected handler. */
+static void lost(struct vroom *v, const struct vroom_error *why)
+{
+	if (v->state == VROOM_ST_CLOSED)
+		return;
+	int was_ready = v->state == VROOM_ST_READY;
+	v->state = VROOM_ST_CLOSED;
+	if (v->bev)
+		bufferevent_disable(v->bev, EV_READ | EV_WRITE);
+	struct vroom_error e = v->node_err.code ? v->node_err : *why;
+	fail_all(v, &e);
+	if (was_ready && v->h.disconnected)
+		v->h.disconnected(v, &e, v->harg);
+	v->stop = 1;
+}
+
+static struct pending *pending_take(struct vroom *v, uint64_t rid)
+{
+	struct pending *p;
+	TAILQ_FOREACH(p, &v->pending, link)
+		if (p->rid == rid)
+			return p;
+	return NULL;
+}
+
+static void copy_str(char *dst, size_t cap, const struct wire_str *s)
+{
+	size_t n = s->len < cap - 1 ? s->len : cap - 1;
+	memcpy(dst, s->ptr, n);
+	dst[n] = '\0';
+}
+
+static int obj_key_is(const msgpack_object *k, const char *name)
+{
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) &&
+	       memcmp(k->via.str.ptr, name, k->via.str.size) == 0;
+}
+
+static void on_welcome(struct vroom *v, const struct wire_msg *m)
+{
+	struct pending *p = pending_take(v, m->rid);
+	copy_str(v->node_id, sizeof(v->node_id), &m->f[0].s);
+	copy_str(v->session_id, sizeof(v->session_id), &m->f[1].s);
+	const msgpack_object_map *lim = &m->f[2].o->via.map;
+	v->nlimits = 0;
+	for (uint32_t i = 0; i < lim->size && v->nlimits < VROOM_MAX_LIMITS; i++) {
+		const msgpack_object *k = &lim->ptr[i].key, *val = &lim->ptr[i].val;
+		if (k->type != MSGPACK_OBJECT_STR || val->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			continue;
+		struct wire_str ks = {k->via.str.ptr, k->via.str.size};
+		copy_str(v->limits[v->nlimits].name, sizeof(v->limits[0].name), &ks);
+		v->limits[v->nlimits++].value = val->via.u64;
+	}
+	v->state = VROOM_ST_READY;
+	if (p) {
+		struct vroom_result r = {0};
+		pending_finish(v, p, &r);
+	}
+}
+
+static void on_error(struct vroom *v, const struct wire_msg *m)
+{
+	struct vroom_error e;
+	char msg[200];
+	copy_str(msg, sizeof(msg), &m->f[1].s);
+	vroom_seterr(&e, (int)m->f[0].u, "%s", msg);
+	struct pending *p = m->rid ? pending_take(v, m->rid) : NULL;
+	if (wire_err_fatal((int)m->f[0].u))
+		v->node_err = e; /* the node closes next: this is why */
+	if (p) {
+		struct vroom_result r = {.err = &e};
+		pending_finish(v, p, &r);
+	}
+}
+
+static void decode_info(const msgpack_object *o, struct vroom_room_info *info,
+			const char **grants, size_t maxgrants)
+{
+	memset(info, 0, sizeof(*info));
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return;
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object *k = &o->via.map.ptr[i].key, *val = &o->via.map.ptr[i].val;
+		struct wire_str s = {0};
+		if (val->type == MSGPACK_OBJECT_STR)
+			s = (struct wire_str){val->via.str.ptr, val->via.str.size};
+		uint64_t u = val->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? val->via.u64 : 0;
+		if (obj_key_is(k, "id"))
+			copy_str(info->id, sizeof(info->id), &s);
+		else if (obj_key_is(k, "owner"))
+			copy_str(info->owner, sizeof(info->owner), &s);
+		else if (obj_key_is(k, "subscribers"))
+			info->subscribers = u;
+		else if (obj_key_is(k, "created_ms"))
+			info->created_ms = u;
+		else if (obj_key_is(k, "last_active_ms"))
+			info->last_active_ms = u;
+		else if (obj_key_is(k, "seq"))
+			info->seq = u;
+		else if (obj_key_is(k, "pushes"))
+			info->pushes = u;
+		else if (obj_key_is(k, "bytes"))
+			info->bytes = u;
+		else if (obj_key_is(k, "grants") && val->type == MSGPACK_OBJECT_ARRAY) {
+			info->has_grants = 1;
+			for (uint32_t j = 0; j < val->via.array.size && info->ngrants < maxgrants; j++) {
+				const msgpack_object *g = &val->via.array.ptr[j];
+				if (g->type != MSGPACK_OBJECT_STR)
+					continue;
+				grants[info->ngrants++] = strndup(g->via.str.ptr, g->via.str.size);
+			}
+			info->grants = grants;
+		}
+	}
+}
+
+static void on_ok(struct vroom *v, const struct wire_msg *m)
+{
+	struct pending *p = pending_take(v, m->rid);
+	if (!p)
+		return; /* a reply to a request we no longer track: ignore */
+	struct vroom_result r = {0};
+	char room[VROOM_ROOM_ID_MAX + 1];
+	const msgpack_object *val = m->nfields ? m->f[0].o : NULL;
+	struct vroom_room_info info;
+	const char *grants[256];
+
+	switch (p->type) {
+	case WIRE_CREATE:
+		if (!val || val->type != MSGPACK_OBJECT_STR)
+			break;
+		copy_str(room, sizeof(room), &(struct wire_str){val->via.str.ptr, val->via.str.size});
+		r.room = room;
+		break;
+	case WIRE_PUSH:
+		if (val && val->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			r.seq = val->via.u64;
+		break;
+	case WIRE_INFO:
+		if (!val)
+			break;
+		decode_info(val, &info, grants, 256);
+		r.info = &info;
+		break;
+	}
+	pending_finish(v, p, &r);
+	if (r.info)
+		for (size_t i = 0; i < info.ngrants; i++)
+			free((char *)grants[i]);
+}
+
+static void on_deliver(struct vroom *v, const struct wire_msg *m)
+{
+	char room[VROOM_ROOM_ID_MAX + 1], sender[VROOM_IDENTITY_MAX + 1];
+	copy_str(room, sizeof(room), &m->f[0].s);
+	copy_str(sender, sizeof(sender), &m->f[2].s);
+	struct vroom_push p = {
+		.room = room,
+		.seq = m->f[1].u,
+		.sender = sender,
+		.dtype = (uint8_t)m->f[3].u,
+		.data = m->f[4].s.ptr,
+		.len = m->f[4].s.len,
+	};
+	if (v->h.push)
+		v->h.push(v, &p, v->harg);
+}
+
+static void on_room_closed(struct vroom *v, const struct wire_msg *m)
+{
+	char room[VROOM_ROOM_ID_MAX + 1], reason[WIRE_REASON_MAX + 1];
+	copy_str(room, sizeof(room), &m->f[0].s);
+	copy_str(reason, sizeof(reason), &m->f[1].s);
+	if (v->h.room_closed)
+		v->h.room_closed(v, room, reason, v->harg);
+}
+
+static void dispatch(struct vroom *v, const struct wire_msg *m)
+{
+	switch (m->type) {
+	case WIRE_WELCOME: on_welcome(v, m); break;
+	case WIRE_OK: on_ok(v, m); break;
+	case WIRE_ERROR: on_error(v, m); break;
+	case WIRE_DELIVER: on_deliver(v, m); break;
+	case WIRE_ROOM_CLOSED: on_room_closed(v, m); break;
+	case WIRE_PONG: {
+		struct pending *p = pending_take(v, m->rid);
+		if (p)
+			pending_finish(v, p, &(struct vroom_result){0});
+		break;
+	}
+	default:
+		break; /* newer node, newer frame: ignore what we do not know */
+	}
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct vroom *v = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct wire_msg m;
+
+	v->busy++;
+	while (v->state != VROOM_ST_CLOSED) {
+		size_t avail = evbuffer_get_length(in), used;
+		if (avail < WIRE_HDR)
+			break;
+		uint8_t hdr[WIRE_HDR];
+		evbuffer_copyout(in, hdr, WIRE_HDR);
+		size_t flen = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+		size_t need = flen <= CLIENT_FRAME_MAX ? WIRE_HDR + flen : WIRE_HDR;
+		if (avail < need)
+			break;
+		const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)need);
+		if (wire_parse(v->dec, p, need, &m, &used) != WIRE_OK_) {
+			const char *why;
+			wire_dec_error(v->dec, &why);
+			struct vroom_error e;
+			vroom_seterr(&e, VROOM_E_PROTOCOL, "bad frame from the node: %s", why);
+			lost(v, &e);
+			break;
+		}
+		dispatch(v, &m);
+		evbuffer_drain(in, used);
+	}
+	v->busy--;
+	if (v->free_asked && !v->busy)
+		vroom_free(v);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct vroom *v = arg;
+	struct vroom_error e;
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	v->busy++;
+	if (v->state == VROOM_ST_CONNECTING && !(what & BEV_EVENT_EOF))
+		vroom_seterr(&e, VROOM_E_CONNECT, "cannot connect to %s: %s", v->server,
+			     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else if (what & BEV_EVENT_EOF)
+		vroom_seterr(&e, VROOM_E_CLOSED, "the node at %s closed the connection",
+			     v->server);
+	else
+		vroom_seterr(&e, VROOM_E_CLOSED, "connection to %s lost: %s", v->server,
+			     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	lost(v, &e);
+	v->busy--;
+	if (v->free_asked && !v->busy)
+		vroom_free(v);
+}
+
+struct vroom *vroom_new(struct event_base *base, const struct vroom_handlers *h, void *arg)
+{
+	if (sodium_init() < 0)
+		return NULL;
+	struct vroom *v = calloc(1, sizeof(*v));
+	if (!v)
+		return NULL;
+	v->base = base;
+	if (h)
+		v->h = *h;
+	v->harg = arg;
+	v->dec = wire_dec_new(CLIENT_FRAME_MAX);
+	wire_buf_init(&v->out);
+	TAILQ_INIT(&v->pending);
+	v->wait_ms = 30000;
+	if (!v->dec) {
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+void vroom_free(struct vroom *v)
+{
+	if (!v)
+		return;
+	if (v->busy) {
+		v->free_asked = 1; /* inside our own callback: finish there */
+		return;
+	}
+	v->busy++;
+	struct vroom_error e;
+	vroom_seterr(&e, VROOM_E_CLOSED, "the client closed the connection");
+	if (v->state != VROOM_ST_CLOSED) {
+		v->state = VROOM_ST_CLOSED;
+		fail_all(v, &e);
+	}
+	if (v->bev)
+		bufferevent_free(v->bev);
+	wire_dec_free(v->dec);
+	wire_buf_free(&v->out);
+	free(v);
+}
+
+/* Queues the frame in v->out and a pending entry for its reply. */
+int vroom_send_request(struct vroom *v, unsigned type, uint64_t rid, vroom_cb cb, void *arg,
+		       struct vroom_error *err)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+	if (!p) {
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+		return -1;
+	}
+	p->rid = rid;
+	p->type = (uint16_t)type;
+	p->cb = cb;
+	p->arg = arg;
+	TAILQ_INSERT_TAIL(&v->pending, p, link);
+	v->npending++;
+	if (bufferevent_write(v->bev, v->out.p, v->out.len) < 0) {
+		TAILQ_REMOVE(&v->pending, p, link);
+		v->npending--;
+		free(p);
+		vroom_seterr(err, VROOM_E_CLOSED, "cannot queue the request");
+		return -1;
+	}
+	return 0;
+}
+
+int vroom_connect(struct vroom *v, const char *server, const char *identity, vroom_cb done,
+		  void *arg, struct vroom_error *err)
+{
+	char host[256];
+	int port;
+	if (v->bev) {
+		vroom_seterr(err, VROOM_E_ARG, "already connected");
+		return -1;
+	}
+	if (!server)
+		server = VROOM_DEFAULT_SERVER;
+	if (addr_split(server, "127.0.0.1", host, sizeof(host), &port) < 0 || port == 0) {
+		vroom_seterr(err, VROOM_E_ARG, "server '%s' is not HOST:PORT", server);
+		return -1;
+	}
+	size_t idlen = identity ? strlen(identity) : 0;
+	if (idlen == 0 || idlen > VROOM_IDENTITY_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "identity must be 1-%d bytes", VROOM_IDENTITY_MAX);
+		return -1;
+	}
+	snprintf(v->server, sizeof(v->server), "%s", server);
+	v->bev = bufferevent_socket_new(v->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!v->bev) {
+		vroom_seterr(err, VROOM_E_CONNECT, "out of memory");
+		return -1;
+	}
+	bufferevent_setcb(v->bev, on_read, NULL, on_event, v);
+	bufferevent_enable(v->bev, EV_READ | EV_WRITE);
+	v->state = VROOM_ST_CONNECTING;
+
+	uint64_t rid = ++v->next_rid;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_HELLO, rid, 2);
+	msgpack_pack_uint64(pk, WIRE_VERSION);
+	wire_pack_str(pk, identity, idlen);
+	wire_end(&v->out, 0);
+	if (vroom_send_request(v, WIRE_HELLO, rid, done, arg, err) < 0)
+		return -1;
+	/* With no DNS base, libevent resolves the name here, blocking. */
+	if (bufferevent_socket_connect_hostname(v->bev, NULL, AF_UNSPEC, host, port) < 0) {
+		vroom_seterr(err, VROOM_E_CONNECT, "cannot connect to %s", server);
+		struct pending *p = TAILQ_FIRST(&v->pending);
+		TAILQ_REMOVE(&v->pending, p, link);
+		v->npending--;
+		free(p);
+		v->state = VROOM_ST_CLOSED;
+		return -1;
+	}
+	return 0;
+}
+
+static int ready(struct vroom *v, struct vroom_error *err)
+{
+	if (v->state == VROOM_ST_CLOSED || !v->bev) {
+		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
+		return 0;
+	}
+	return 1;
+}
+
+static int room_ok(const char *room, struct vroom_error *err)
+{
+	size_t n = room ? strlen(room) : 0;
+	if (n == 0 || n > VROOM_ROOM_ID_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "a room id is 1-%d characters", VROOM_ROOM_ID_MAX);
+		return 0;
+	}
+	return 1;
+}
+
+/* Requests whose fields are strings only: [type, rid, s...]. */
+static int request_strs(struct vroom *v, unsigned type, vroom_cb cb, void *arg,
+			struct vroom_error *err, int n, const char *a, const char *b)
+{
+	if (!ready(v, err))
+		return -1;
+	if (n >= 1 && !room_ok(a, err))
+		return -1;
+	if (n >= 2 && (!b || !*b || strlen(b) > VROOM_IDENTITY_MAX)) {
+		vroom_seterr(err, VROOM_E_ARG, "an identity is 1-%d bytes", VROOM_IDENTITY_MAX);
+		return -1;
+	}
+	uint64_t rid = ++v->next_rid;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, type, rid, (unsigned)n);
+	if (n >= 1)
+		wire_pack_cstr(pk, a);
+	if (n >= 2)
+		wire_pack_cstr(pk, b);
+	wire_end(&v->out, 0);
+	return vroom_send_request(v, type, rid, cb, arg, err);
+}
+
+int vroom_create_async(struct vroom *v, vroom_cb cb, void *arg, struct vroom_error *err)
+{
+	return request_strs(v, WIRE_CREATE, cb, arg, err, 0, NULL, NULL);
+}
+
+int vroom_remove_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
+		       struct vroom_error *err)
+{
+	return request_strs(v, WIRE_REMOVE, cb, arg, err, 1, room, NULL);
+}
+
+int vroom_grant_async(struct vroom *v, const char *room, const char *identity, vroom_cb cb,
+		      void *arg, struct vroom_error *err)
+{
+	return request_strs(v, WIRE_GRANT, cb, arg, err, 2, room, identity);
+}
+
+int vroom_revoke_async(struct vroom *v, const char *room, const char *identity, vroom_cb cb,
+		       void *arg, struct vroom_error *err)
+{
+	return request_strs(v, WIRE_REVOKE, cb, arg, err, 2, room, identity);
+}
+
+int vroom_subscribe_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
+			  struct vroom_error *err)
+{
+	return request_strs(v, WIRE_SUBSCRIBE, cb, arg, err, 1, room, NULL);
+}
+
+int vroom_unsubscribe_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
+			    struct vroom_error *err)
+{
+	return request_strs(v, WIRE_UNSUBSCRIBE, cb, arg, err, 1, room, NULL);
+}
+
+int vroom_info_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
+		     struct vroom_error *err)
+{
+	return request_strs(v, WIRE_INFO, cb, arg, err, 1, room, NULL);
+}
+
+int vroom_push_async(struct vroom *v, const char *room, uint8_t dtype, const void *data,
+		     size_t len, vroom_cb cb, void *arg, struct vroom_error *err)
+{
+	if (!ready(v, err) || !room_ok(room, err))
+		return -1;
+	uint64_t rid = ++v->next_rid;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_PUSH, rid, 3);
+	wire_pack_cstr(pk, room);
+	msgpack_pack_unsigned_char(pk, dtype);
+	wire_pack_bin(pk, data, len);
+	wire_end(&v->out, 0);
+	return vroom_send_request(v, WIRE_PUSH, rid, cb, arg, err);
+}
+
+size_t vroom_inflight(const struct vroom *v)
+{
+	return v->npending;
+}
+
+size_t vroom_pending_output(const struct vroom *v)
+{
+	return v->bev ? evbuffer_get_length(bufferevent_get_output(v->bev)) : 0;
+}
+
+const char *vroom_node_id(const struct vroom *v)
+{
+	return v->node_id;
+}
+
+const char *vroom_session_id(const struct vroom *v)
+{
+	return v->session_id;
+}
+
+uint64_t vroom_limit(const struct vroom *v, const char *name)
+{
+	for (size_t i = 0; i < v->nlimits; i++)
+		if (strcmp(v->limits[i].name, name) == 0)
+			return v->limits[i].value;
+	return 0;
+}
+
+int vroom_connected(const struct vroom *v)
+{
+	return v->state == VROOM_ST_READY;
+}
+
+struct event_base *vroom_base(const struct vroom *v)
+{
+	return v->base;
+}
