@@ -1,0 +1,222 @@
+/*
+ * vroom-bench: one publisher and N subscribers on one room, in one thread on
+ * one event base, through libvroom's event-driven API.
+ *
+ * It pushes --count messages of --size bytes as fast as the node and the
+ * subscribers take them: at most --window pushes are unacknowledged, and at
+ * most --window per subscriber are undelivered, so the publisher neither
+ * fills its own buffers nor drives its subscribers into the node's
+ * slow-consumer limit. It reports pushes/s, deliveries/s, payload MB/s summed over the
+ * subscribers, and losses (deliveries missing or out of order).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "client/vroom.h"
+
+struct bench {
+	struct event_base *base;
+	const char *server;
+	int nsubs;
+	size_t size;
+	long count, window;
+	double max_seconds;
+
+	struct vroom *pub, **subs;
+	char room[VROOM_ROOM_ID_MAX + 1];
+	int connected, subscribed, failed;
+	long sent, acked, delivered, disorder;
+	uint64_t *last_seq; /* per subscriber */
+	unsigned char *payload;
+	double t0, t_end;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void fail(struct bench *b, const struct vroom_error *e, const char *what)
+{
+	fprintf(stderr, "vroom-bench: %s: %s: %s\n", what, vroom_code_name(e->code), e->message);
+	b->failed = 1;
+	event_base_loopbreak(b->base);
+}
+
+static void pump(struct bench *b);
+
+static void on_push(struct vroom *v, const struct vroom_push *p, void *arg)
+{
+	struct bench *b = arg;
+	int i = 0;
+	while (i < b->nsubs && b->subs[i] != v)
+		i++;
+	if (p->seq != b->last_seq[i] + 1)
+		b->disorder++;
+	b->last_seq[i] = p->seq;
+	b->delivered++;
+	pump(b);
+	if (b->delivered == b->count * b->nsubs) {
+		b->t_end = now_s();
+		event_base_loopbreak(b->base);
+	}
+}
+
+static void on_ack(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct bench *b = arg;
+	if (r->err) {
+		if (b->t_end == 0) /* not the teardown after the run */
+			fail(b, r->err, "push");
+		return;
+	}
+	b->acked++;
+	pump(b);
+}
+
+/* Keeps at most `window` pushes unacknowledged and, on average, at most
+ * `window` undelivered per subscriber, until `count` are sent. */
+static void pump(struct bench *b)
+{
+	struct vroom_error e;
+	while (b->sent < b->count && b->sent - b->acked < b->window &&
+	       b->sent * b->nsubs - b->delivered < b->window * b->nsubs) {
+		memcpy(b->payload, &b->sent, sizeof(b->sent) < b->size ? sizeof(b->sent) : b->size);
+		if (vroom_push_async(b->pub, b->room, 0, b->payload, b->size, on_ack, b, &e) < 0) {
+			fail(b, &e, "push");
+			return;
+		}
+		b->sent++;
+	}
+}
+
+static void on_subscribed(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct bench *b = arg;
+	if (r->err) {
+		fail(b, r->err, "subscribe");
+		return;
+	}
+	if (++b->subscribed == b->nsubs) {
+		b->t0 = now_s();
+		pump(b);
+	}
+}
+
+static void on_created(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct bench *b = arg;
+	struct vroom_error e;
+	if (r->err) {
+		fail(b, r->err, "create");
+		return;
+	}
+	snprintf(b->room, sizeof(b->room), "%s", r->room);
+	for (int i = 0; i < b->nsubs; i++)
+		if (vroom_subscribe_async(b->subs[i], b->room, on_subscribed, b, &e) < 0)
+			fail(b, &e, "subscribe");
+}
+
+static void on_connected(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct bench *b = arg;
+	struct vroom_error e;
+	if (r->err) {
+		fail(b, r->err, "connect");
+		return;
+	}
+	if (++b->connected == b->nsubs + 1 && vroom_create_async(b->pub, on_created, b, &e) < 0)
+		fail(b, &e, "create");
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+	fprintf(stderr, "vroom-bench: stopped at the %.0f s limit\n", b->max_seconds);
+	b->t_end = now_s();
+	event_base_loopbreak(b->base);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vroom-bench [-s HOST:PORT] [--subs N] [--size BYTES] [--count N]\n"
+		   "                   [--window N] [--max-seconds S]\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"server", required_argument, 0, 's'}, {"subs", required_argument, 0, 'n'},
+		{"size", required_argument, 0, 'z'},   {"count", required_argument, 0, 'c'},
+		{"window", required_argument, 0, 'w'}, {"max-seconds", required_argument, 0, 't'},
+		{"help", no_argument, 0, 'h'},	       {0, 0, 0, 0},
+	};
+	struct bench b = {.server = VROOM_DEFAULT_SERVER, .nsubs = 10, .size = 1024,
+			  .count = 100000, .window = 256, .max_seconds = 60};
+	int o;
+	while ((o = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
+		switch (o) {
+		case 's': b.server = optarg; break;
+		case 'n': b.nsubs = atoi(optarg); break;
+		case 'z': b.size = (size_t)atol(optarg); break;
+		case 'c': b.count = atol(optarg); break;
+		case 'w': b.window = atol(optarg); break;
+		case 't': b.max_seconds = atof(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (b.nsubs < 1 || b.count < 1 || b.window < 1 || b.max_seconds <= 0) {
+		usage(stderr);
+		return 2;
+	}
+	const char *s = getenv("VROOM_SERVER");
+	if (s && *s && b.server == (const char *)VROOM_DEFAULT_SERVER)
+		b.server = s;
+
+	b.base = event_base_new();
+	b.subs = calloc((size_t)b.nsubs, sizeof(*b.subs));
+	b.last_seq = calloc((size_t)b.nsubs, sizeof(*b.last_seq));
+	b.payload = calloc(1, b.size + sizeof(long));
+	struct vroom_handlers h = {.push = on_push};
+	struct vroom_error e;
+	b.pub = vroom_new(b.base, NULL, &b);
+	if (vroom_connect(b.pub, b.server, "bench-pub", on_connected, &b, &e) < 0)
+		return fail(&b, &e, "connect"), 1;
+	for (int i = 0; i < b.nsubs; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "bench-sub-%d", i);
+		b.subs[i] = vroom_new(b.base, &h, &b);
+		if (vroom_connect(b.subs[i], b.server, id, on_connected, &b, &e) < 0)
+			return fail(&b, &e, "connect"), 1;
+	}
+	struct event *deadline = evtimer_new(b.base, on_deadline, &b);
+	struct timeval tv = {(time_t)b.max_seconds, 0};
+	evtimer_add(deadline, &tv);
+	event_base_dispatch(b.base);
+
+	double secs = b.t_end > b.t0 && b.t0 > 0 ? b.t_end - b.t0 : 0;
+	long expected = b.count * b.nsubs;
+	if (secs > 0)
+		printf("subs=%d size=%zu count=%ld window=%ld seconds=%.3f pushes/s=%.0f "
+		       "deliveries/s=%.0f MB/s=%.1f lost=%ld disorder=%ld\n",
+		       b.nsubs, b.size, b.count, b.window, secs, b.acked / secs, b.delivered / secs,
+		       (double)b.delivered * (double)b.size / secs / 1e6, expected - b.delivered,
+		       b.disorder);
+	event_free(deadline);
+	vroom_free(b.pub);
+	for (int i = 0; i < b.nsubs; i++)
+		vroom_free(b.subs[i]);
+	event_base_free(b.base);
+	free(b.subs);
+	free(b.last_seq);
+	free(b.payload);
+	return b.failed || b.delivered != expected || b.disorder ? 1 : 0;
+}
