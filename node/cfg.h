@@ -24,6 +24,11 @@ struct cfg {
 	size_t max_conns;	   /* client connections */
 	size_t max_subs;	   /* subscriptions per connection */
 	size_t max_grants;	   /* grants per room */
+	size_t max_streams;	   /* open streams a connection may send at once */
+	size_t chunk_max;	   /* largest stream chunk */
+	size_t stream_window;	   /* bytes of a stream the node holds at most */
+	uint64_t stream_idle_ms;   /* end a stream whose sender is silent this long */
+	uint64_t slow_timeout_ms;  /* drop a receiver whose output is stuck this long */
 };
 
 /* Fills c with the embedded defaults. */

@@ -11,6 +11,7 @@
 
 #include "node/node.h"
 #include "node/ops.h"
+#include "node/streams.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/wire.h"
@@ -33,6 +34,8 @@ struct conn {
 	size_t idlen;
 	struct room_sub **subs; /* at most cfg.max_subs */
 	size_t nsubs, capsubs;
+	struct strm **streams; /* at most cfg.max_streams */
+	size_t nstreams;
 	TAILQ_ENTRY(conn) link; /* in set->live or set->dead */
 };
 
@@ -59,12 +62,16 @@ static void conn_free(struct conn *c)
 	if (c->bev)
 		bufferevent_free(c->bev); /* closes the socket, unrefs queued blobs */
 	free(c->subs);
+	free(c->streams);
 	free(c->identity);
 	free(c);
 }
 
+/* Ends the connection's part in rooms and streams. */
 static void drop_subs(struct conn *c)
 {
+	while (c->nstreams > 0)
+		streams_sender_gone(c->node, c->streams[c->nstreams - 1]);
 	while (c->nsubs > 0)
 		conn_unsubscribe(c, c->subs[c->nsubs - 1]);
 }
@@ -191,7 +198,14 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
-	if (what & BEV_EVENT_EOF)
+	if (what & BEV_EVENT_TIMEOUT) {
+		node_counters(c->node)->slow_consumers++;
+		vlog(node_log(c->node), LOG_WARN,
+		     "conn %llu %s (%s): slow consumer: no write progress for %llu ms; disconnected",
+		     (unsigned long long)c->id, c->peer, conn_identity(c),
+		     (unsigned long long)node_cfg(c->node)->slow_timeout_ms);
+		conn_kill(c, "slow consumer (stalled)");
+	} else if (what & BEV_EVENT_EOF)
 		conn_kill(c, "peer closed");
 	else if (what & BEV_EVENT_ERROR)
 		conn_kill(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -241,6 +255,9 @@ struct conn *conn_new(struct node *n, evutil_socket_t fd, const char *peer)
 	/* Never buffer more than one largest frame plus a read's worth. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0, cfg->frame_max + WIRE_HDR + 65536);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	struct timeval wt = {(time_t)(cfg->slow_timeout_ms / 1000),
+			     (suseconds_t)(cfg->slow_timeout_ms % 1000) * 1000};
+	bufferevent_set_timeouts(c->bev, NULL, &wt);
 	arm(c, cfg->hello_timeout_ms);
 	return c;
 }
@@ -284,9 +301,27 @@ void conn_set_ready(struct conn *c, const char *identity, size_t len)
 	conn_set_state(c, CONN_READY, "hello");
 }
 
+/* Whether queueing len more bytes passes max_pending; if so the connection
+ * is dropped as a slow consumer. Replies count as much as deliveries: a
+ * client that sends requests and never reads the answers is slow too. */
+static int over_pending(struct conn *c, size_t len)
+{
+	struct node *n = c->node;
+	size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (pending + len <= node_cfg(n)->max_pending)
+		return 0;
+	node_counters(n)->slow_consumers++;
+	vlog(node_log(n), LOG_WARN,
+	     "conn %llu %s (%s): slow consumer: %zu bytes pending, limit %zu; disconnected",
+	     (unsigned long long)c->id, c->peer, conn_identity(c), pending,
+	     node_cfg(n)->max_pending);
+	conn_kill(c, "slow consumer");
+	return 1;
+}
+
 void conn_send(struct conn *c, const struct wire_buf *b)
 {
-	if (!conn_alive(c))
+	if (!conn_alive(c) || over_pending(c, b->len))
 		return;
 	struct node_counters *k = node_counters(c->node);
 	evbuffer_add(bufferevent_get_output(c->bev), b->p, b->len);
@@ -306,15 +341,8 @@ int conn_send_blob(struct conn *c, struct blob *b)
 	struct node *n = c->node;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t len = blob_len(b);
-	if (evbuffer_get_length(out) + len > node_cfg(n)->max_pending) {
-		node_counters(n)->slow_consumers++;
-		vlog(node_log(n), LOG_WARN,
-		     "conn %llu %s (%s): slow consumer: %zu bytes pending, limit %zu; disconnected",
-		     (unsigned long long)c->id, c->peer, conn_identity(c), evbuffer_get_length(out),
-		     node_cfg(n)->max_pending);
-		conn_kill(c, "slow consumer");
+	if (over_pending(c, len))
 		return -1;
-	}
 	if (evbuffer_add_reference(out, blob_data(b), len, unref_blob, blob_ref(b)) < 0) {
 		blob_unref(b);
 		conn_kill(c, "out of memory");
@@ -398,4 +426,29 @@ void conn_unsubscribe(struct conn *c, struct room_sub *s)
 size_t conn_sub_count(const struct conn *c)
 {
 	return c->nsubs;
+}
+
+int conn_stream_add(struct conn *c, struct strm *s)
+{
+	struct strm **v = realloc(c->streams, (c->nstreams + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	c->streams = v;
+	v[c->nstreams++] = s;
+	return 0;
+}
+
+void conn_stream_del(struct conn *c, struct strm *s)
+{
+	for (size_t i = 0; i < c->nstreams; i++) {
+		if (c->streams[i] == s) {
+			c->streams[i] = c->streams[--c->nstreams];
+			return;
+		}
+	}
+}
+
+size_t conn_stream_count(const struct conn *c)
+{
+	return c->nstreams;
 }

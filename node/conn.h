@@ -7,7 +7,8 @@
  * (waiting for the reaper). Every change goes through one function that checks
  * and logs it. Output is bounded by max_pending: a receiver past it is a slow
  * consumer and is dropped at once, so no stalled reader holds memory or holds
- * back anyone else.
+ * back anyone else; so is one whose output makes no progress for
+ * slow_timeout (a stalled reader would otherwise hold a stream's window).
  */
 #ifndef VROOM_NODE_CONN_H
 #define VROOM_NODE_CONN_H
@@ -23,6 +24,7 @@ struct conns;
 struct blob;
 struct room;
 struct room_sub;
+struct strm;
 struct wire_buf;
 
 /* The set of a node's connections, live and dead. */
@@ -69,5 +71,10 @@ int conn_subscribe(struct conn *c, struct room *r);
 /* Drops the connection's subscription s (and frees it). */
 void conn_unsubscribe(struct conn *c, struct room_sub *s);
 size_t conn_sub_count(const struct conn *c);
+
+/* The streams this connection sends (not owned: the stream table owns them). */
+int conn_stream_add(struct conn *c, struct strm *s);
+void conn_stream_del(struct conn *c, struct strm *s);
+size_t conn_stream_count(const struct conn *c);
 
 #endif

@@ -32,6 +32,11 @@ static void usage(FILE *f)
 		"                              slow consumer (default 8388608)\n"
 		"  --max-conns N               client connections (default 10000)\n"
 		"  --max-subs N                subscriptions per connection (default 1024)\n"
+		"  --max-streams N             streams a connection may send at once (default 64)\n"
+		"  --chunk-max BYTES           largest stream chunk (default 131072)\n"
+		"  --stream-window BYTES       bytes of one stream the node holds (default 1048576)\n"
+		"  --stream-idle-timeout SECONDS  end streams whose sender is silent (default 30)\n"
+		"  --slow-timeout SECONDS      drop receivers whose output is stuck (default 10)\n"
 		"  --log-level LEVEL           error, warn, notice, info or debug (default info)\n"
 		"  --help                      this text\n"
 		"  --version                   the version\n",
@@ -61,7 +66,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
 	enum { O_LISTEN = 256, O_INSECURE, O_IDLE, O_HELLO, O_FRAME, O_PENDING, O_CONNS, O_SUBS,
-	       O_LOG, O_HELP, O_VERSION };
+	       O_LOG, O_HELP, O_VERSION, O_STREAMS, O_CHUNK, O_WINDOW, O_SIDLE, O_SLOW };
 	static const struct option opts[] = {
 		{"listen", required_argument, 0, O_LISTEN},
 		{"insecure", no_argument, 0, O_INSECURE},
@@ -71,6 +76,11 @@ int main(int argc, char **argv)
 		{"max-pending", required_argument, 0, O_PENDING},
 		{"max-conns", required_argument, 0, O_CONNS},
 		{"max-subs", required_argument, 0, O_SUBS},
+		{"max-streams", required_argument, 0, O_STREAMS},
+		{"chunk-max", required_argument, 0, O_CHUNK},
+		{"stream-window", required_argument, 0, O_WINDOW},
+		{"stream-idle-timeout", required_argument, 0, O_SIDLE},
+		{"slow-timeout", required_argument, 0, O_SLOW},
 		{"log-level", required_argument, 0, O_LOG},
 		{"help", no_argument, 0, O_HELP},
 		{"version", no_argument, 0, O_VERSION},
@@ -116,6 +126,29 @@ int main(int argc, char **argv)
 			if (parse_num("--max-subs", optarg, 1, &v) < 0)
 				return 2;
 			cfg.max_subs = v;
+			break;
+		case O_STREAMS:
+			if (parse_num("--max-streams", optarg, 1, &v) < 0)
+				return 2;
+			cfg.max_streams = v;
+			break;
+		case O_CHUNK:
+			if (parse_num("--chunk-max", optarg, 1, &v) < 0)
+				return 2;
+			cfg.chunk_max = v;
+			break;
+		case O_WINDOW:
+			if (parse_num("--stream-window", optarg, 1, &v) < 0)
+				return 2;
+			cfg.stream_window = v;
+			break;
+		case O_SIDLE:
+			if (parse_num("--stream-idle-timeout", optarg, 1000, &cfg.stream_idle_ms) < 0)
+				return 2;
+			break;
+		case O_SLOW:
+			if (parse_num("--slow-timeout", optarg, 1000, &cfg.slow_timeout_ms) < 0)
+				return 2;
 			break;
 		case O_LOG:
 			if ((cfg.log_level = vlog_parse_level(optarg)) < 0) {

@@ -14,9 +14,11 @@
 #include <sodium.h>
 
 #include "node/conn.h"
+#include "node/streams.h"
 #include "stream/addr.h"
 #include "stream/blob.h"
 #include "stream/room.h"
+#include "stream/strm.h"
 #include "stream/wire.h"
 
 #define SHUTDOWN_DEADLINE_MS 3000
@@ -26,6 +28,7 @@ struct node {
 	struct cfg cfg;
 	struct vlog *log;
 	struct rooms *rooms;
+	struct strms *strms;
 	struct conns *conns;
 	struct wire_dec *dec;
 	struct wire_buf scratch;
@@ -39,10 +42,24 @@ struct node {
 	struct node_counters k;
 };
 
+/* After a loop turn: stream windows that moved, then dead connections
+ * (freeing one may release chunks and queue more credit, hence the loop). */
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
 	struct node *n = arg;
-	conns_reap(n->conns);
+	struct strm *s;
+	do {
+		while ((s = strms_pop_due(n->strms)) != NULL) {
+			streams_flush_due(n, s);
+			strm_unref(s);
+		}
+		conns_reap(n->conns);
+	} while (strms_due(n->strms));
+}
+
+static void kick_reaper(void *arg)
+{
+	node_schedule_reap(arg);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
@@ -55,6 +72,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 		vlog(n->log, LOG_DEBUG, "room %s expired", room_id(r));
 		node_room_close(n, r, "expired");
 	}
+	streams_sweep(n);
 }
 
 struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog *log,
@@ -69,12 +87,13 @@ struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog 
 	n->cfg = *c;
 	n->log = log;
 	n->rooms = rooms_new(c->max_grants);
+	n->strms = strms_new(kick_reaper, n);
 	n->conns = conns_new();
 	n->dec = wire_dec_new(c->frame_max);
 	n->reaper = event_new(base, -1, 0, on_reap, n);
 	n->sweep = event_new(base, -1, EV_PERSIST, on_sweep, n);
 	wire_buf_init(&n->scratch);
-	if (!n->rooms || !n->conns || !n->dec || !n->reaper || !n->sweep) {
+	if (!n->rooms || !n->strms || !n->conns || !n->dec || !n->reaper || !n->sweep) {
 		*cause = "out of memory";
 		node_free(n);
 		return NULL;
@@ -91,7 +110,8 @@ void node_free(struct node *n)
 		return;
 	if (n->lev)
 		evconnlistener_free(n->lev);
-	conns_free(n->conns); /* before the rooms: it drops subscriptions */
+	conns_free(n->conns); /* first: it ends streams and subscriptions */
+	strms_free(n->strms);
 	rooms_free(n->rooms);
 	wire_dec_free(n->dec);
 	wire_buf_free(&n->scratch);
@@ -212,7 +232,9 @@ int node_start(struct node *n, char *why, size_t whylen)
 	/* Tests and scripts read this line to learn an ephemeral port. */
 	vlog(n->log, LOG_NOTICE, "node %s listening on %s:%d (clients)", n->id, shost, sport);
 
-	uint64_t tick = n->cfg.room_idle_ms < 10000 ? 250 : 1000;
+	uint64_t shortest = n->cfg.room_idle_ms < n->cfg.stream_idle_ms ? n->cfg.room_idle_ms
+									: n->cfg.stream_idle_ms;
+	uint64_t tick = shortest < 10000 ? 250 : 1000;
 	struct timeval tv = {(time_t)(tick / 1000), (suseconds_t)(tick % 1000) * 1000};
 	event_add(n->sweep, &tv);
 	return 0;
@@ -266,6 +288,11 @@ struct rooms *node_rooms(struct node *n)
 	return n->rooms;
 }
 
+struct strms *node_strms(struct node *n)
+{
+	return n->strms;
+}
+
 struct conns *node_conns(struct node *n)
 {
 	return n->conns;
@@ -306,6 +333,8 @@ void node_schedule_reap(struct node *n)
 
 void node_room_close(struct node *n, struct room *r, const char *reason)
 {
+	if (room_streams(r))
+		streams_room_closed(n, r);
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_ROOM_CLOSED, 0, 2);
 	wire_pack_cstr(pk, room_id(r));

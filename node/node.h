@@ -20,6 +20,7 @@
 struct node;
 struct conns;
 struct rooms;
+struct strms;
 struct room;
 struct wire_buf;
 struct wire_dec;
@@ -31,6 +32,7 @@ struct node_counters {
 	uint64_t pushes, deliveries, delivered_bytes;
 	uint64_t errors_sent, bad_frames, slow_consumers, hello_timeouts, limits_hit;
 	uint64_t rooms_created, rooms_removed, rooms_expired;
+	uint64_t streams_opened, streams_ended, stream_timeouts, stream_bytes;
 };
 
 /* A node on base with settings c (copied) that logs to log (borrowed).
@@ -50,6 +52,7 @@ struct event_base *node_base(struct node *n);
 const struct cfg *node_cfg(const struct node *n);
 struct vlog *node_log(struct node *n);
 struct rooms *node_rooms(struct node *n);
+struct strms *node_strms(struct node *n);
 struct conns *node_conns(struct node *n);
 struct node_counters *node_counters(struct node *n);
 const char *node_id(const struct node *n);

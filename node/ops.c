@@ -5,16 +5,18 @@
 
 #include "node/conn.h"
 #include "node/node.h"
+#include "node/streams.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/wire.h"
 
 #define S(f) (f).s.ptr, (f).s.len
 
-/* An identity is 1-128 bytes with no control characters and no spaces. */
+/* An identity is 1-128 bytes of UTF-8 with no control characters and no
+ * spaces. */
 static int valid_identity(const char *p, size_t len)
 {
-	if (len == 0 || len > WIRE_IDENTITY_MAX)
+	if (len == 0 || len > WIRE_IDENTITY_MAX || !wire_utf8_ok(p, len))
 		return 0;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)p[i];
@@ -62,7 +64,7 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 	}
 	if (!valid_identity(S(m->f[1]))) {
 		conn_error(c, m->rid, WIRE_E_AUTH,
-			   "identity must be 1-128 bytes without spaces or control characters");
+			   "identity must be 1-128 bytes of UTF-8 without spaces or control characters");
 		return;
 	}
 	conn_set_ready(c, S(m->f[1]));
@@ -150,7 +152,25 @@ static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *
 	struct room *r = room_arg(n, c, m);
 	if (!r)
 		return;
-	if (!conn_find_sub(c, r)) {
+	struct room_sub *s = conn_find_sub(c, r);
+	const msgpack_object *topics = m->nfields > 1 ? m->f[1].o : NULL;
+	if (topics && topics->via.array.size > WIRE_TOPICS_MAX) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "at most 16 topics per subscription");
+		return;
+	}
+	for (uint32_t i = 0; topics && i < topics->via.array.size; i++) {
+		const msgpack_object *t = &topics->via.array.ptr[i];
+		if (t->type != MSGPACK_OBJECT_STR || t->via.str.size > WIRE_TOPIC_MAX) {
+			conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "topics must be strings of at most 128 bytes");
+			return;
+		}
+	}
+	if (s) {
+		/* Subscribing again replaces the topic filter. */
+		conn_unsubscribe(c, s);
+		s = NULL;
+	}
+	{
 		int rc = conn_subscribe(c, r);
 		if (rc == -1) {
 			node_counters(n)->limits_hit++;
@@ -159,6 +179,17 @@ static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *
 			return;
 		}
 		if (rc < 0) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
+			return;
+		}
+		s = conn_find_sub(c, r);
+		int bad = room_sub_set_identity(s, conn_identity(c), conn_identity_len(c)) < 0;
+		for (uint32_t i = 0; !bad && topics && i < topics->via.array.size; i++)
+			bad = room_sub_add_topic(s, topics->via.array.ptr[i].via.str.ptr,
+						 topics->via.array.ptr[i].via.str.size,
+						 WIRE_TOPICS_MAX) < 0;
+		if (bad) {
+			conn_unsubscribe(c, s);
 			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
 			return;
 		}
@@ -185,7 +216,9 @@ static void op_info(struct node *n, struct conn *c, const struct wire_msg *m)
 	int owner = room_is_owner(r, conn_identity(c), conn_identity_len(c));
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
-	msgpack_pack_map(pk, owner ? 9 : 8);
+	msgpack_pack_map(pk, owner ? 10 : 9);
+	wire_pack_cstr(pk, "streams");
+	msgpack_pack_uint64(pk, room_streams(r));
 	wire_pack_cstr(pk, "id");
 	wire_pack_cstr(pk, room_id(r));
 	wire_pack_cstr(pk, "owner");
@@ -319,6 +352,18 @@ void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m)
 		break;
 	case WIRE_PUSH:
 		op_push(n, c, m);
+		break;
+	case WIRE_STREAM_OPEN:
+		streams_open(n, c, m);
+		break;
+	case WIRE_STREAM_CHUNK:
+		streams_chunk(n, c, m);
+		break;
+	case WIRE_STREAM_CLOSE:
+		streams_close(n, c, m);
+		break;
+	case WIRE_STREAM_ABORT:
+		streams_abort(n, c, m);
 		break;
 	default: {
 		char msg[80];

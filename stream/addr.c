@@ -1,5 +1,6 @@
 #include "stream/addr.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +8,8 @@
 int addr_split(const char *s, const char *default_host, char *host, size_t hostlen, int *port)
 {
 	const char *colon = strrchr(s, ':');
-	if (!colon || colon[1] == '\0')
+	/* digits only: strtol alone would take " 80", "+80" and "-0" */
+	if (!colon || !isdigit((unsigned char)colon[1]))
 		return -1;
 	char *end;
 	long p = strtol(colon + 1, &end, 10);

@@ -6,6 +6,9 @@
 struct blob {
 	unsigned refs;
 	size_t len;
+	void (*release)(void *arg, size_t tag);
+	void *arg;
+	size_t tag;
 	uint8_t data[];
 };
 
@@ -16,6 +19,8 @@ struct blob *blob_new(size_t len)
 		return NULL;
 	b->refs = 1;
 	b->len = len;
+	b->release = NULL;
+	b->arg = NULL;
 	return b;
 }
 
@@ -42,6 +47,15 @@ void blob_unref(struct blob *b)
 		return;
 	assert(b->refs > 0);
 	if (--b->refs == 0) {
+		if (b->release)
+			b->release(b->arg, b->tag);
 		free(b);
 	}
+}
+
+void blob_on_release(struct blob *b, void (*fn)(void *arg, size_t tag), void *arg, size_t tag)
+{
+	b->release = fn;
+	b->arg = arg;
+	b->tag = tag;
 }

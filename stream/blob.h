@@ -20,6 +20,10 @@ uint8_t *blob_data(struct blob *b);
 size_t blob_len(const struct blob *b);
 /* Takes one more reference and returns b. */
 struct blob *blob_ref(struct blob *b);
+/* Calls fn(arg, tag) when the last reference is dropped, just before the
+ * bytes are freed: the byte-stream window learns this way that every
+ * receiver's output has let go of a chunk (tag: its payload length). */
+void blob_on_release(struct blob *b, void (*fn)(void *arg, size_t tag), void *arg, size_t tag);
 /* Drops one reference; frees on the last. blob_unref(NULL) is a no-op. */
 void blob_unref(struct blob *b);
 

@@ -10,8 +10,12 @@
 #include "stream/smap.h"
 
 struct room_sub {
-	struct room *room;
-	void *who;
+	struct room *room; /* NULL once unsubscribed */
+	void *who;	   /* NULL once unsubscribed */
+	unsigned refs;
+	char *identity;
+	char **topics;
+	size_t ntopics;
 	TAILQ_ENTRY(room_sub) link;
 };
 
@@ -23,7 +27,7 @@ struct room {
 	uint64_t seq;
 	uint64_t created, active;
 	uint64_t msgs, bytes;
-	size_t nsubs;
+	size_t nsubs, nstreams;
 	TAILQ_HEAD(, room_sub) subs;
 	TAILQ_ENTRY(room) lru; /* in rooms.lru, least recently active first */
 };
@@ -37,9 +41,13 @@ struct rooms {
 void room_id_generate(char out[ROOM_ID_LEN + 1])
 {
 	unsigned char raw[ROOM_ID_BYTES];
-	randombytes_buf(raw, sizeof(raw));
-	sodium_bin2base64(out, ROOM_ID_LEN + 1, raw, sizeof(raw),
-			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	/* An id starting with '-' would read as an option on a command line:
+	 * draw again (1 in 64; the id keeps over 95.9 bits of entropy). */
+	do {
+		randombytes_buf(raw, sizeof(raw));
+		sodium_bin2base64(out, ROOM_ID_LEN + 1, raw, sizeof(raw),
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	} while (out[0] == '-');
 }
 
 struct rooms *rooms_new(size_t max_grants)
@@ -262,6 +270,7 @@ struct room_sub *room_subscribe(struct room *r, void *who)
 		return NULL;
 	s->room = r;
 	s->who = who;
+	s->refs = 1;
 	TAILQ_INSERT_TAIL(&r->subs, s, link);
 	r->nsubs++;
 	return s;
@@ -270,10 +279,85 @@ struct room_sub *room_subscribe(struct room *r, void *who)
 void room_unsubscribe(struct room_sub *s)
 {
 	struct room *r = s->room;
-	assert(r->nsubs > 0);
+	assert(r && r->nsubs > 0);
 	TAILQ_REMOVE(&r->subs, s, link);
 	r->nsubs--;
+	s->room = NULL;
+	s->who = NULL;
+	room_sub_unref(s);
+}
+
+struct room_sub *room_sub_ref(struct room_sub *s)
+{
+	s->refs++;
+	return s;
+}
+
+void room_sub_unref(struct room_sub *s)
+{
+	assert(s->refs > 0);
+	if (--s->refs > 0)
+		return;
+	assert(s->room == NULL);
+	for (size_t i = 0; i < s->ntopics; i++)
+		free(s->topics[i]);
+	free(s->topics);
+	free(s->identity);
 	free(s);
+}
+
+int room_sub_set_identity(struct room_sub *s, const char *identity, size_t len)
+{
+	char *copy = strndup(identity, len);
+	if (!copy)
+		return -1;
+	free(s->identity);
+	s->identity = copy;
+	return 0;
+}
+
+const char *room_sub_identity(const struct room_sub *s)
+{
+	return s->identity ? s->identity : "";
+}
+
+int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t max)
+{
+	if (s->ntopics >= max)
+		return -1;
+	char **t = realloc(s->topics, (s->ntopics + 1) * sizeof(*t));
+	if (!t)
+		return -1;
+	s->topics = t;
+	if (!(t[s->ntopics] = strndup(topic, len)))
+		return -1;
+	s->ntopics++;
+	return 0;
+}
+
+int room_sub_wants(const struct room_sub *s, const char *topic, size_t len)
+{
+	if (s->ntopics == 0)
+		return 1;
+	for (size_t i = 0; i < s->ntopics; i++)
+		if (same(s->topics[i], topic, len))
+			return 1;
+	return 0;
+}
+
+size_t room_streams(const struct room *r)
+{
+	return r->nstreams;
+}
+
+void room_streams_add(struct room *r, int delta)
+{
+	if (delta < 0) {
+		assert(r->nstreams >= (size_t)-delta);
+		r->nstreams -= (size_t)-delta;
+	} else {
+		r->nstreams += (size_t)delta;
+	}
 }
 
 size_t room_sub_count(const struct room *r)

@@ -6,7 +6,10 @@
  * expiry pops from the head in O(expired). A room has an owner, a bounded grant
  * list, a strictly increasing sequence and a list of subscriptions; a
  * subscription links one opaque subscriber ("who", a connection or later a
- * node link) to one room and is owned by the room.
+ * node link) to one room. A subscription is refcounted: the room holds one
+ * reference and each open byte stream delivering to it holds one, so a stream
+ * may outlive an unsubscribe; once unsubscribed, room_sub_who() is NULL and
+ * nothing is delivered to it.
  */
 #ifndef VROOM_STREAM_ROOM_H
 #define VROOM_STREAM_ROOM_H
@@ -66,14 +69,30 @@ uint64_t room_bytes(const struct room *r);
 /* Subscribes who (borrowed); NULL on no memory. The caller checks for an
  * existing subscription first. */
 struct room_sub *room_subscribe(struct room *r, void *who);
-/* Ends and frees one subscription. */
+/* Ends a subscription: it leaves the room at once and is freed when its last
+ * reference goes. */
 void room_unsubscribe(struct room_sub *s);
+struct room_sub *room_sub_ref(struct room_sub *s);
+void room_sub_unref(struct room_sub *s);
+/* The subscriber's identity (copied), used for stream destinations. 0 or -1. */
+int room_sub_set_identity(struct room_sub *s, const char *identity, size_t len);
+const char *room_sub_identity(const struct room_sub *s);
+/* Restricts the byte streams delivered to these topics (copied). 0, or -1
+ * at the limit of `max` topics or on no memory. */
+int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t max);
+/* Whether a stream of this topic goes to s: yes if s named no topic. */
+int room_sub_wants(const struct room_sub *s, const char *topic, size_t len);
+/* Open byte streams in the room (kept by the stream table). */
+size_t room_streams(const struct room *r);
+void room_streams_add(struct room *r, int delta);
 size_t room_sub_count(const struct room *r);
 /* Iteration over a room's subscriptions, in subscription order. A callback
  * may unsubscribe the current one if it fetched the next one first. */
 struct room_sub *room_subs(const struct room *r);
 struct room_sub *room_sub_next(const struct room_sub *s);
+/* The subscriber, or NULL once unsubscribed. */
 void *room_sub_who(const struct room_sub *s);
+/* The room, or NULL once unsubscribed. */
 struct room *room_sub_room(const struct room_sub *s);
 
 /* Writes a new random room id and its NUL into out[ROOM_ID_LEN + 1]. */

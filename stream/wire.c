@@ -39,6 +39,14 @@ static const struct wire_schema schemas[] = {
 	{WIRE_PUSH, "sub"},
 	{WIRE_DELIVER, "susub"},
 	{WIRE_ROOM_CLOSED, "ss"},
+	{WIRE_STREAM_OPEN, "sssssvmlu"},
+	{WIRE_STREAM_CHUNK, "sub"},
+	{WIRE_STREAM_CLOSE, "ssmv"},
+	{WIRE_STREAM_ABORT, "ss"},
+	{WIRE_STREAM_OPENED, "ssssssvmlu"},
+	{WIRE_STREAM_DATA, "sub"},
+	{WIRE_STREAM_END, "sssmuv"},
+	{WIRE_STREAM_CREDIT, "suu"},
 };
 
 static const char *schema_of(unsigned type)
@@ -72,6 +80,14 @@ const char *wire_err_name(int code)
 	case WIRE_E_NOT_OWNER: return "not_owner";
 	case WIRE_E_LIMIT: return "limit";
 	case WIRE_E_BAD_REQUEST: return "bad_request";
+	case WIRE_E_UNKNOWN_STREAM: return "unknown_stream";
+	case WIRE_E_STREAM_EXISTS: return "stream_exists";
+	case WIRE_E_BAD_OFFSET: return "bad_offset";
+	case WIRE_E_OVER_SIZE: return "over_size";
+	case WIRE_E_CHUNK_TOO_LARGE: return "chunk_too_large";
+	case WIRE_E_SIZE_MISMATCH: return "size_mismatch";
+	case WIRE_E_CHECKSUM: return "checksum_mismatch";
+	case WIRE_E_WINDOW: return "window";
 	case WIRE_E_INTERNAL: return "internal";
 	}
 	return "unknown";
@@ -230,6 +246,37 @@ int wire_check(const uint8_t *p, size_t len, int max_depth, const char **why)
 		return -1;
 	}
 	return 0;
+}
+
+int wire_utf8_ok(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	while (p < end) {
+		unsigned c = *p++;
+		int more;
+		unsigned min, cp;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf) {
+			more = 1, min = 0x80, cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			more = 2, min = 0x800, cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			more = 3, min = 0x10000, cp = c & 0x07;
+		} else {
+			return 0;
+		}
+		if (end - p < more)
+			return 0;
+		while (more--) {
+			if ((*p & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (*p++ & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+	}
+	return 1;
 }
 
 static enum wire_status bad(struct wire_dec *d, int err, const char *why)

@@ -25,6 +25,14 @@
 #define WIRE_IDENTITY_MAX  128
 #define WIRE_ROOM_ID_MAX   64		/* longest room id a request may name */
 #define WIRE_REASON_MAX	   256
+#define WIRE_STREAM_ID_MAX 64
+#define WIRE_TOPIC_MAX	   128
+#define WIRE_NAME_MAX	   255
+#define WIRE_MIME_MAX	   127
+#define WIRE_ATTRS_MAX	   32	/* attribute pairs per open or close */
+#define WIRE_ATTR_LEN_MAX  1024 /* bytes per attribute key or value */
+#define WIRE_DESTS_MAX	   64	/* destination identities per stream */
+#define WIRE_TOPICS_MAX	   16	/* topics per subscription */
 
 /* Message types: grouped by hundreds, never renumbered; retired values stay
  * reserved. */
@@ -47,7 +55,15 @@ enum wire_type {
 	/* pushes */
 	WIRE_PUSH = 200,
 	WIRE_DELIVER = 201,
-	/* byte streams: 300-399 */
+	/* byte streams */
+	WIRE_STREAM_OPEN = 300,
+	WIRE_STREAM_CHUNK = 301,
+	WIRE_STREAM_CLOSE = 302,
+	WIRE_STREAM_ABORT = 303,
+	WIRE_STREAM_OPENED = 310,
+	WIRE_STREAM_DATA = 311,
+	WIRE_STREAM_END = 312,
+	WIRE_STREAM_CREDIT = 320,
 	/* events */
 	WIRE_ROOM_CLOSED = 400,
 };
@@ -70,6 +86,15 @@ enum wire_err {
 	WIRE_E_NOT_OWNER = 22,
 	WIRE_E_LIMIT = 23,
 	WIRE_E_BAD_REQUEST = 24,
+	/* byte streams: each ends the stream, never the connection */
+	WIRE_E_UNKNOWN_STREAM = 30,
+	WIRE_E_STREAM_EXISTS = 31,
+	WIRE_E_BAD_OFFSET = 32,
+	WIRE_E_OVER_SIZE = 33,
+	WIRE_E_CHUNK_TOO_LARGE = 34,
+	WIRE_E_SIZE_MISMATCH = 35,
+	WIRE_E_CHECKSUM = 36,
+	WIRE_E_WINDOW = 37,
 	WIRE_E_INTERNAL = 99,
 };
 
@@ -124,6 +149,9 @@ int wire_dec_error(const struct wire_dec *d, const char **why);
  * counts all fit in the bytes that remain, nested at most max_depth deep?
  * Returns 0 or -1 with *why set. Exposed for tests and fuzzing. */
 int wire_check(const uint8_t *body, size_t len, int max_depth, const char **why);
+
+/* Whether p[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
+int wire_utf8_ok(const char *p, size_t len);
 
 /* Whether a known type's schema accepts this message (for tests). */
 int wire_type_known(unsigned type);

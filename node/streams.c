@@ -1,0 +1,418 @@
+#include "node/streams.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "node/conn.h"
+#include "node/node.h"
+#include "stream/blob.h"
+#include "stream/room.h"
+#include "stream/strm.h"
+#include "stream/wire.h"
+
+#define S(f) (f).s.ptr, (f).s.len
+
+/* Text fields of a stream: UTF-8, no control characters. */
+static int printable(const char *p, size_t len, size_t max, int allow_empty)
+{
+	if ((len == 0 && !allow_empty) || len > max || !wire_utf8_ok(p, len))
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch < 0x20 || ch == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+static int is_str(const msgpack_object *o, size_t max)
+{
+	return o->type == MSGPACK_OBJECT_STR && o->via.str.size <= max;
+}
+
+/* Attributes: at most WIRE_ATTRS_MAX pairs of strings. */
+static int attrs_ok(const msgpack_object *o)
+{
+	if (o->via.map.size > WIRE_ATTRS_MAX)
+		return 0;
+	for (uint32_t i = 0; i < o->via.map.size; i++)
+		if (!is_str(&o->via.map.ptr[i].key, WIRE_ATTR_LEN_MAX) ||
+		    !is_str(&o->via.map.ptr[i].val, WIRE_ATTR_LEN_MAX))
+			return 0;
+	return 1;
+}
+
+static int dests_ok(const msgpack_object *o)
+{
+	if (o->via.array.size > WIRE_DESTS_MAX)
+		return 0;
+	for (uint32_t i = 0; i < o->via.array.size; i++)
+		if (!is_str(&o->via.array.ptr[i], WIRE_IDENTITY_MAX))
+			return 0;
+	return 1;
+}
+
+static int in_dests(const msgpack_object *dests, const char *identity)
+{
+	size_t len = strlen(identity);
+	for (uint32_t i = 0; i < dests->via.array.size; i++) {
+		const msgpack_object *d = &dests->via.array.ptr[i];
+		if (d->via.str.size == len && memcmp(d->via.str.ptr, identity, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Sends the frame in b to every receiver still subscribed, as one shared
+ * blob; `release`, if set, is told when every receiver has let go of it. */
+static void fan_out(struct strm *s, const struct wire_buf *b, const void *payload, size_t plen,
+		    int count_inflight)
+{
+	struct blob *frame = blob_new(b->len + plen);
+	if (!frame)
+		return;
+	memcpy(blob_data(frame), b->p, b->len);
+	if (plen)
+		memcpy(blob_data(frame) + b->len, payload, plen);
+	if (count_inflight) {
+		strm_inflight_add(s, plen);
+		blob_on_release(frame, strm_release_cb, s, plen);
+	}
+	for (size_t i = 0; i < strm_receivers(s); i++) {
+		struct conn *to = room_sub_who(strm_receiver(s, i));
+		if (to)
+			conn_send_blob(to, frame);
+	}
+	blob_unref(frame);
+}
+
+/* Encodes END for stream s into b. */
+static void enc_end(struct wire_buf *b, const struct strm *s, const char *status,
+		    const char *reason, const msgpack_object *attrs, int with_digest)
+{
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_END, 0, 6);
+	wire_pack_cstr(pk, strm_id(s));
+	wire_pack_cstr(pk, status);
+	wire_pack_cstr(pk, reason);
+	if (attrs)
+		msgpack_pack_object(pk, *attrs);
+	else
+		msgpack_pack_map(pk, 0);
+	msgpack_pack_uint64(pk, strm_offset(s));
+	if (with_digest)
+		msgpack_pack_uint64(pk, strm_digest(s));
+	else
+		msgpack_pack_nil(pk);
+	wire_end(b, 0);
+}
+
+/* Ends s for its receivers (and, if tell_sender, its sender) with status and
+ * reason, then takes it out of every table. */
+static void end_stream(struct node *n, struct strm *s, const char *status, const char *reason,
+		       int tell_sender)
+{
+	struct conn *sender = strm_sender(s);
+	struct wire_buf *b = node_scratch(n);
+	enc_end(b, s, status, reason, NULL, 0);
+	fan_out(s, b, NULL, 0, 0);
+	if (tell_sender && sender)
+		conn_send(sender, b);
+	if (sender)
+		conn_stream_del(sender, s);
+	node_counters(n)->streams_ended++;
+	strms_end(node_strms(n), s);
+}
+
+/* A request about stream s failed: the sender gets the error, everyone the
+ * end of the stream. */
+static void fail_stream(struct node *n, struct conn *c, struct strm *s, uint64_t rid, int code,
+			const char *msg)
+{
+	char reason[WIRE_REASON_MAX];
+	snprintf(reason, sizeof(reason), "%s: %s", wire_err_name(code), msg);
+	conn_error(c, rid, code, msg);
+	end_stream(n, s, "error", reason, 1);
+}
+
+/* The stream s named by a chunk, close or abort from c, or NULL after an
+ * unknown_stream reply. Another client's stream is unknown to c. */
+static struct strm *own_stream(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct strm *s = strms_find(node_strms(n), S(m->f[0]));
+	if (!s || strm_sender(s) != c) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM, "no open stream of yours has this id");
+		return NULL;
+	}
+	if (!strm_is_open(s)) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "the stream is already closing");
+		return NULL;
+	}
+	return s;
+}
+
+void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	const struct cfg *cfg = node_cfg(n);
+	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
+	if (!r) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_ROOM, "no room with this id");
+		return;
+	}
+	if (!room_may_push(r, conn_identity(c), conn_identity_len(c))) {
+		conn_error(c, m->rid, WIRE_E_FORBIDDEN, "this identity may not send to the room");
+		return;
+	}
+	const msgpack_object *size = m->f[5].o, *attrs = m->f[6].o, *dests = m->f[7].o;
+	const char *bad = NULL;
+	if (!printable(S(m->f[1]), WIRE_STREAM_ID_MAX, 0) || memchr(m->f[1].s.ptr, ' ', m->f[1].s.len))
+		bad = "stream id must be 1-64 printable bytes without spaces";
+	else if (!printable(S(m->f[2]), WIRE_TOPIC_MAX, 1))
+		bad = "topic must be at most 128 printable bytes";
+	else if (!printable(S(m->f[3]), WIRE_NAME_MAX, 1))
+		bad = "name must be at most 255 printable bytes";
+	else if (!printable(S(m->f[4]), WIRE_MIME_MAX, 1))
+		bad = "mime type must be at most 127 printable bytes";
+	else if (size->type != MSGPACK_OBJECT_NIL &&
+		 (size->type != MSGPACK_OBJECT_POSITIVE_INTEGER || size->via.u64 > INT64_MAX))
+		bad = "size must be nil or an unsigned integer";
+	else if (!attrs_ok(attrs))
+		bad = "attributes must be at most 32 pairs of strings of at most 1024 bytes";
+	else if (!dests_ok(dests))
+		bad = "destinations must be at most 64 identities";
+	if (bad) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, bad);
+		return;
+	}
+	if (strms_find(node_strms(n), S(m->f[1]))) {
+		conn_error(c, m->rid, WIRE_E_STREAM_EXISTS, "a stream with this id is open");
+		return;
+	}
+	if (conn_stream_count(c) >= cfg->max_streams) {
+		node_counters(n)->limits_hit++;
+		conn_error(c, m->rid, WIRE_E_LIMIT,
+			   "too many open streams on this connection (max_streams)");
+		return;
+	}
+	int64_t sz = size->type == MSGPACK_OBJECT_NIL ? -1 : (int64_t)size->via.u64;
+	struct strm *s = strms_open(node_strms(n), S(m->f[1]), r, c, S(m->f[2]), sz,
+				    cfg->stream_window, node_now_ms(n));
+	if (!s || conn_stream_add(c, s) < 0) {
+		if (s)
+			strms_end(node_strms(n), s);
+		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory opening the stream");
+		return;
+	}
+	node_counters(n)->streams_opened++;
+	room_touch(node_rooms(n), r, node_now_ms(n));
+
+	/* The receivers are fixed now: later subscribers get nothing of it. */
+	for (struct room_sub *sub = room_subs(r); sub; sub = room_sub_next(sub)) {
+		if (room_sub_who(sub) == c || !room_sub_wants(sub, S(m->f[2])))
+			continue;
+		if (dests->via.array.size && !in_dests(dests, room_sub_identity(sub)))
+			continue;
+		if (strm_add_receiver(s, sub) < 0) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory opening the stream");
+			end_stream(n, s, "error", "internal: out of memory", 0);
+			return;
+		}
+	}
+
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_OPENED, 0, 10);
+	wire_pack_cstr(pk, room_id(r));
+	wire_pack_cstr(pk, strm_id(s));
+	wire_pack_str(pk, conn_identity(c), conn_identity_len(c));
+	wire_pack_str(pk, S(m->f[2]));
+	wire_pack_str(pk, S(m->f[3]));
+	wire_pack_str(pk, S(m->f[4]));
+	msgpack_pack_object(pk, *size);
+	msgpack_pack_object(pk, *attrs);
+	msgpack_pack_object(pk, *dests);
+	msgpack_pack_uint64(pk, m->f[8].u);
+	wire_end(b, 0);
+	fan_out(s, b, NULL, 0, 0);
+
+	b = node_scratch(n);
+	pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	msgpack_pack_uint64(pk, strm_limit(s));
+	wire_end(b, 0);
+	conn_send(c, b);
+}
+
+void streams_chunk(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct strm *s = own_stream(n, c, m);
+	if (!s)
+		return;
+	const struct cfg *cfg = node_cfg(n);
+	uint64_t off = m->f[1].u;
+	const struct wire_str *data = &m->f[2].s;
+	char msg[160];
+	if (data->len > cfg->chunk_max) {
+		snprintf(msg, sizeof(msg), "chunk of %u bytes is over the chunk limit of %zu",
+			 data->len, cfg->chunk_max);
+		fail_stream(n, c, s, m->rid, WIRE_E_CHUNK_TOO_LARGE, msg);
+		return;
+	}
+	if (off != strm_offset(s)) {
+		snprintf(msg, sizeof(msg), "chunk at offset %llu, expected %llu",
+			 (unsigned long long)off, (unsigned long long)strm_offset(s));
+		fail_stream(n, c, s, m->rid, WIRE_E_BAD_OFFSET, msg);
+		return;
+	}
+	if (strm_size(s) >= 0 && off + data->len > (uint64_t)strm_size(s)) {
+		snprintf(msg, sizeof(msg), "chunk ends at %llu, past the declared size %lld",
+			 (unsigned long long)(off + data->len), (long long)strm_size(s));
+		fail_stream(n, c, s, m->rid, WIRE_E_OVER_SIZE, msg);
+		return;
+	}
+	if (off + data->len > strm_limit(s)) {
+		snprintf(msg, sizeof(msg), "chunk ends at %llu, past the granted window %llu",
+			 (unsigned long long)(off + data->len), (unsigned long long)strm_limit(s));
+		fail_stream(n, c, s, m->rid, WIRE_E_WINDOW, msg);
+		return;
+	}
+	strm_append(s, data->ptr, data->len, node_now_ms(n));
+	struct room *r = strm_room(s);
+	room_touch(node_rooms(n), r, node_now_ms(n));
+	room_count(r, data->len);
+	node_counters(n)->stream_bytes += data->len;
+
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_DATA, 0, 3);
+	wire_pack_cstr(pk, strm_id(s));
+	msgpack_pack_uint64(pk, off);
+	msgpack_pack_bin(pk, data->len);
+	wire_end(b, data->len);
+	fan_out(s, b, data->ptr, data->len, 1);
+}
+
+void streams_close(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct strm *s = own_stream(n, c, m);
+	if (!s)
+		return;
+	const msgpack_object *attrs = m->f[2].o, *sum = m->f[3].o;
+	if (!attrs_ok(attrs) || (sum->type != MSGPACK_OBJECT_NIL &&
+				 sum->type != MSGPACK_OBJECT_POSITIVE_INTEGER)) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST,
+			   "close takes string attributes and a nil or unsigned checksum");
+		return;
+	}
+	char msg[160];
+	if (m->f[1].s.len) {
+		/* A close with a reason is the sender giving up. */
+		char reason[WIRE_REASON_MAX];
+		snprintf(reason, sizeof(reason), "%.*s", (int)m->f[1].s.len, m->f[1].s.ptr);
+		end_stream(n, s, "aborted", reason, 0);
+		struct wire_buf *b = node_scratch(n);
+		wire_enc_ok_nil(b, m->rid);
+		conn_send(c, b);
+		return;
+	}
+	if (strm_size(s) >= 0 && strm_offset(s) != (uint64_t)strm_size(s)) {
+		snprintf(msg, sizeof(msg), "declared %lld bytes, sent %llu", (long long)strm_size(s),
+			 (unsigned long long)strm_offset(s));
+		fail_stream(n, c, s, m->rid, WIRE_E_SIZE_MISMATCH, msg);
+		return;
+	}
+	if (sum->type == MSGPACK_OBJECT_POSITIVE_INTEGER && sum->via.u64 != strm_digest(s)) {
+		snprintf(msg, sizeof(msg), "XXH3-64 of the bytes is %016llx, the close says %016llx",
+			 (unsigned long long)strm_digest(s), (unsigned long long)sum->via.u64);
+		fail_stream(n, c, s, m->rid, WIRE_E_CHECKSUM, msg);
+		return;
+	}
+	struct wire_buf *b = node_scratch(n);
+	enc_end(b, s, "ok", "", attrs, 1);
+	fan_out(s, b, NULL, 0, 0);
+	/* The sender's OK waits until every receiver's output let go of the
+	 * last bytes: then its progress reached the end for real. */
+	strm_set_closing(s, m->rid);
+	if (strm_inflight(s) == 0)
+		streams_flush_due(n, s);
+}
+
+void streams_abort(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct strm *s = own_stream(n, c, m);
+	if (!s)
+		return;
+	char reason[WIRE_REASON_MAX];
+	snprintf(reason, sizeof(reason), "%.*s", (int)m->f[1].s.len, m->f[1].s.ptr);
+	end_stream(n, s, "aborted", reason, 0);
+	struct wire_buf *b = node_scratch(n);
+	wire_enc_ok_nil(b, m->rid);
+	conn_send(c, b);
+}
+
+void streams_flush_due(struct node *n, struct strm *s)
+{
+	uint64_t rid;
+	struct conn *sender = strm_sender(s);
+	if (!sender || !strm_room(s))
+		return; /* ended meanwhile */
+	if (strm_closing(s, &rid)) {
+		if (strm_inflight(s))
+			return;
+		struct wire_buf *b = node_scratch(n);
+		msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
+		msgpack_pack_uint64(pk, strm_offset(s));
+		wire_end(b, 0);
+		conn_send(sender, b);
+		conn_stream_del(sender, s);
+		node_counters(n)->streams_ended++;
+		strms_end(node_strms(n), s);
+		return;
+	}
+	/* Credit in steps of a quarter window, or whatever is left once all
+	 * is delivered, so a fast stream costs few CREDIT frames. */
+	uint64_t limit = strm_limit(s), sent = strm_credit_sent(s);
+	uint64_t step = node_cfg(n)->stream_window / 4;
+	if (limit > sent && (limit - sent >= step || strm_inflight(s) == 0)) {
+		struct wire_buf *b = node_scratch(n);
+		msgpack_packer *pk = wire_begin(b, WIRE_STREAM_CREDIT, 0, 3);
+		wire_pack_cstr(pk, strm_id(s));
+		msgpack_pack_uint64(pk, strm_acked(s));
+		msgpack_pack_uint64(pk, limit);
+		wire_end(b, 0);
+		conn_send(sender, b);
+		strm_set_credit_sent(s, limit);
+	}
+}
+
+void streams_sender_gone(struct node *n, struct strm *s)
+{
+	end_stream(n, s, "aborted", "sender disconnected", 0);
+}
+
+void streams_room_closed(struct node *n, struct room *r)
+{
+	size_t pos = 0;
+	struct strm *s;
+	while ((s = strms_next(node_strms(n), &pos)) != NULL) {
+		if (strm_room(s) != r)
+			continue;
+		end_stream(n, s, "aborted", "room closed", 1);
+		pos = 0; /* the table changed: start over */
+	}
+}
+
+void streams_sweep(struct node *n)
+{
+	uint64_t now = node_now_ms(n), idle = node_cfg(n)->stream_idle_ms;
+	size_t pos = 0;
+	struct strm *s;
+	while ((s = strms_next(node_strms(n), &pos)) != NULL) {
+		/* Idle is the sender's silence while it has window to send:
+		 * a stream held back by slow receivers is not idle. */
+		if (!strm_is_open(s) || now - strm_last_active(s) < idle ||
+		    strm_offset(s) >= strm_limit(s))
+			continue;
+		node_counters(n)->stream_timeouts++;
+		vlog(node_log(n), LOG_INFO, "stream %s: idle for %llu ms, ended", strm_id(s),
+		     (unsigned long long)(now - strm_last_active(s)));
+		end_stream(n, s, "timeout", "no data within the stream idle timeout", 1);
+		pos = 0;
+	}
+}

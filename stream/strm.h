@@ -1,0 +1,88 @@
+/*
+ * strm: the byte streams open on one node, with no I/O.
+ *
+ * A stream belongs to one room and one sender. Its receivers are fixed when
+ * it opens (the room's subscriptions that want its topic and are among its
+ * destinations; the stream holds a reference on each), so a subscriber that
+ * joins later receives nothing of it. The node accepts bytes only at the
+ * current offset, hashes them (XXH3-64) as they pass, and counts as "in
+ * flight" the bytes handed to receivers whose outputs have not yet let go of
+ * them. Flow control: the sender may send up to acked + window, where
+ * acked = offset - inflight; so the node never holds more than one window of
+ * any stream, however slow its receivers.
+ *
+ * Lifetime: the table holds one reference until strms_end(); each chunk in
+ * flight and each entry on the due list holds one more.
+ */
+#ifndef VROOM_STREAM_STRM_H
+#define VROOM_STREAM_STRM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct strms;
+struct strm;
+struct room;
+struct room_sub;
+
+/* An empty table; kick(arg) runs whenever the due list becomes non-empty,
+ * so the owner can schedule its after-turn work. */
+struct strms *strms_new(void (*kick)(void *arg), void *arg);
+/* Ends and releases every stream (teardown). strms_free(NULL) is a no-op. */
+void strms_free(struct strms *t);
+size_t strms_count(const struct strms *t);
+struct strm *strms_find(const struct strms *t, const char *id, size_t len);
+/* A new open stream (id, topic copied; size -1 if unknown). NULL on no memory. */
+struct strm *strms_open(struct strms *t, const char *id, size_t idlen, struct room *r,
+			void *sender, const char *topic, size_t topiclen, int64_t size,
+			size_t window, uint64_t now_ms);
+/* Takes the stream out of the table: it is over for everyone, and it drops
+ * its receivers. Freed when the last reference goes. */
+void strms_end(struct strms *t, struct strm *s);
+/* Iteration over open streams: *pos starts at 0; no changes meanwhile. */
+struct strm *strms_next(const struct strms *t, size_t *pos);
+/* Streams whose window moved since they were last looked at, oldest first:
+ * the caller sends credit for each, then unrefs it. NULL when none. */
+struct strm *strms_pop_due(struct strms *t);
+int strms_due(const struct strms *t);
+
+struct strm *strm_ref(struct strm *s);
+void strm_unref(struct strm *s);
+
+const char *strm_id(const struct strm *s);
+const char *strm_topic(const struct strm *s);
+struct room *strm_room(const struct strm *s); /* NULL once ended */
+void *strm_sender(const struct strm *s);      /* NULL once ended */
+int64_t strm_size(const struct strm *s);
+uint64_t strm_offset(const struct strm *s);
+uint64_t strm_last_active(const struct strm *s);
+int strm_is_open(const struct strm *s);
+
+/* Adds a receiver (takes a reference on it). 0, or -1 on no memory. */
+int strm_add_receiver(struct strm *s, struct room_sub *sub);
+size_t strm_receivers(const struct strm *s);
+struct room_sub *strm_receiver(const struct strm *s, size_t i);
+
+/* Accepts len bytes at the current offset: hashes them and advances. */
+void strm_append(struct strm *s, const void *data, size_t len, uint64_t now_ms);
+/* XXH3-64 of every byte accepted so far. */
+uint64_t strm_digest(const struct strm *s);
+
+/* Flow control. */
+uint64_t strm_acked(const struct strm *s); /* offset - inflight */
+uint64_t strm_limit(const struct strm *s); /* acked + window */
+uint64_t strm_inflight(const struct strm *s);
+/* Counts len bytes handed to receivers; the returned function and argument,
+ * given to blob_on_release() with tag len, count them released again and
+ * queue the stream on the due list. */
+void strm_inflight_add(struct strm *s, size_t len);
+void strm_release_cb(void *strm, size_t len);
+/* The last limit told to the sender, to send credit only when it moved. */
+uint64_t strm_credit_sent(const struct strm *s);
+void strm_set_credit_sent(struct strm *s, uint64_t limit);
+
+/* A close that waits for the last bytes to leave: its request id. */
+void strm_set_closing(struct strm *s, uint64_t rid);
+int strm_closing(const struct strm *s, uint64_t *rid);
+
+#endif
