@@ -367,6 +367,10 @@ case_sub_timeout() {
 	((ms >= 900 && ms < 5000)) || fail "sub --timeout 1 took $ms ms"
 	# A fractional timeout, and --count with a timeout that runs out first.
 	ok_run bob sub "$id" --timeout 0.2 --count 5
+	# --count 0: subscribe (the room must exist), then exit at once.
+	ok_run bob sub "$id" --count 0
+	[ ! -s "$TMP/out" ] || fail "sub --count 0 printed: $(cat "$TMP/out")"
+	expect_error 1 unknown_room bob sub AAAAAAAAAAAAAAAA --count 0
 }
 
 case_server_option_and_env() {

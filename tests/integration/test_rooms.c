@@ -874,10 +874,13 @@ static void test_sender_not_echoed(void **state)
 	char id[VROOM_ROOM_ID_MAX + 1];
 	uint64_t seq;
 
+	struct client *a2 = client_open("se-owner"); /* same identity, another connection */
+
 	create_room(a, id);
 	MUST(vroom_grant(a->v, id, "se-friend", &E));
 	MUST(vroom_subscribe(a->v, id, &E));
 	MUST(vroom_subscribe(b->v, id, &E));
+	MUST(vroom_subscribe(a2->v, id, &E));
 	MUST(vroom_push(a->v, id, 0, "from-a", 6, &seq, &E));
 	assert_int_equal(seq, 1);
 	MUST(vroom_push(b->v, id, 0, "from-b", 6, &seq, &E));
@@ -888,6 +891,10 @@ static void test_sender_not_echoed(void **state)
 	wait_msgs(b, 1);
 	assert_msg(&a->m[0], id, 2, "se-friend", 0, "from-b", 6);
 	assert_msg(&b->m[0], id, 1, "se-owner", 0, "from-a", 6);
+	/* Only the pushing connection is skipped, not its identity. */
+	wait_msgs(a2, 2);
+	assert_msg(&a2->m[0], id, 1, "se-owner", 0, "from-a", 6);
+	assert_msg(&a2->m[1], id, 2, "se-friend", 0, "from-b", 6);
 	/* And nothing more is on its way: a marker in another room comes next. */
 	char id2[VROOM_ROOM_ID_MAX + 1];
 	create_room(b, id2);
@@ -899,6 +906,7 @@ static void test_sender_not_echoed(void **state)
 	MUST(vroom_remove(a->v, id, &E));
 	MUST(vroom_remove(b->v, id2, &E));
 	client_close(a);
+	client_close(a2);
 	client_close(b);
 }
 
@@ -977,15 +985,32 @@ static void test_idle_expiry(void **state)
 	struct vroom_room_info info;
 
 	assert_int_equal(vroom_limit(a->v, "room_idle_timeout_ms"), 1000);
-	long long t0 = spawn_now_ms();
+	long long t0 = spawn_now_ms(), last_push = 0;
+	char live[VROOM_ROOM_ID_MAX + 1];
 	create_room(a, id);
+	create_room(a, live);
 	MUST(vroom_subscribe(b->v, id, &E));
-	if (pump_until(b, &b->nclosed, 1, 3000) < 0)
+	MUST(vroom_subscribe(b->v, live, &E));
+	/* id idles; live gets a push every 200 ms, for twice the timeout. */
+	long long took = -1;
+	while (spawn_now_ms() - t0 < 3000 && (took < 0 || spawn_now_ms() - t0 < 2200)) {
+		if (spawn_now_ms() - last_push >= 200) {
+			MUST(vroom_push(a->v, live, 0, "alive", 5, NULL, &E));
+			last_push = spawn_now_ms();
+		}
+		MUST(vroom_run(b->v, 50, &E));
+		if (took < 0 && b->nclosed)
+			took = spawn_now_ms() - t0;
+	}
+	if (took < 0)
 		fail_msg("no room-closed within 3 s of creating the room");
-	long long took = spawn_now_ms() - t0;
 	assert_true(took >= 900); /* not before the idle timeout */
+	assert_int_equal(b->nclosed, 1); /* the busy room lives on */
 	assert_string_equal(b->closed_room, id);
 	assert_string_equal(b->closed_reason, "expired");
+	MUST(vroom_info(a->v, live, &info, &E));
+	assert_int_equal(info.subscribers, 1);
+	vroom_info_release(&info);
 	assert_int_equal(vroom_info(a->v, id, &info, &E), -1);
 	assert_error(&E, VROOM_E_UNKNOWN_ROOM);
 	assert_true(vroom_connected(b->v));
