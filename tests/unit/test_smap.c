@@ -1,0 +1,293 @@
+/*
+ * Unit tests for stream/smap: the basic operations, then random insert /
+ * replace / delete sequences checked against a shadow array, which is what
+ * exercises backward-shift deletion (a wrong shift loses or hides keys).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "stream/smap.h"
+
+#define BIG 100000
+
+/* Keys for the table-wide tests: keys[i] is "k<i>", its value &vals[i] or
+ * &alts[i]; shadow[i] is what the map must hold for keys[i] (NULL: absent). */
+struct fx {
+	struct smap *m;
+	size_t n;
+	char (*keys)[16];
+	int *vals, *alts;
+	void **shadow;
+	size_t live;
+	uint64_t rng;
+};
+
+static int group_setup(void **state)
+{
+	return sodium_init() < 0 ? -1 : 0;
+}
+
+static struct fx *fx_new(size_t n)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	f->m = smap_new();
+	f->n = n;
+	f->keys = calloc(n, sizeof(*f->keys));
+	f->vals = calloc(n, sizeof(*f->vals));
+	f->alts = calloc(n, sizeof(*f->alts));
+	f->shadow = calloc(n, sizeof(*f->shadow));
+	assert_true(f->m && f->keys && f->vals && f->alts && f->shadow);
+	for (size_t i = 0; i < n; i++)
+		snprintf(f->keys[i], sizeof(f->keys[i]), "k%zu", i);
+	f->rng = 0x9e3779b97f4a7c15ull;
+	return f;
+}
+
+static void fx_free(struct fx *f)
+{
+	smap_free(f->m);
+	free(f->keys);
+	free(f->vals);
+	free(f->alts);
+	free(f->shadow);
+	free(f);
+}
+
+static uint64_t rnd(struct fx *f)
+{
+	/* xorshift64: deterministic, so a failure replays */
+	f->rng ^= f->rng << 13;
+	f->rng ^= f->rng >> 7;
+	f->rng ^= f->rng << 17;
+	return f->rng;
+}
+
+#define KEY(f, i) (f)->keys[i], strlen((f)->keys[i])
+
+static void fx_put(struct fx *f, size_t i, void *val)
+{
+	assert_int_equal(smap_put(f->m, KEY(f, i), val), 0);
+	if (!f->shadow[i])
+		f->live++;
+	f->shadow[i] = val;
+}
+
+static void fx_del(struct fx *f, size_t i)
+{
+	assert_ptr_equal(smap_del(f->m, KEY(f, i)), f->shadow[i]);
+	if (f->shadow[i])
+		f->live--;
+	f->shadow[i] = NULL;
+}
+
+/* Every key maps to exactly its shadow value, and the count agrees. */
+static void fx_check(struct fx *f)
+{
+	assert_int_equal(smap_count(f->m), f->live);
+	for (size_t i = 0; i < f->n; i++)
+		if (smap_get(f->m, KEY(f, i)) != f->shadow[i])
+			fail_msg("key %s: map and shadow disagree", f->keys[i]);
+}
+
+/* Random puts (inserts and replacements), deletes and gets on keys [0, n). */
+static void fx_churn(struct fx *f, size_t ops, size_t check_every)
+{
+	for (size_t k = 1; k <= ops; k++) {
+		size_t i = (size_t)(rnd(f) % f->n);
+		switch (rnd(f) % 3) {
+		case 0:
+			fx_put(f, i, f->shadow[i] == &f->vals[i] ? &f->alts[i] : &f->vals[i]);
+			break;
+		case 1:
+			fx_del(f, i);
+			break;
+		default:
+			assert_ptr_equal(smap_get(f->m, KEY(f, i)), f->shadow[i]);
+		}
+		if (k % check_every == 0)
+			fx_check(f);
+	}
+	fx_check(f);
+}
+
+/* ---- basics ---- */
+
+static void test_put_get_del_replace(void **state)
+{
+	struct smap *m = smap_new();
+	int a, b, c;
+	assert_non_null(m);
+	assert_int_equal(smap_count(m), 0);
+	assert_null(smap_get(m, "alpha", 5));
+	assert_null(smap_del(m, "alpha", 5));
+
+	assert_int_equal(smap_put(m, "alpha", 5, &a), 0);
+	assert_int_equal(smap_put(m, "beta", 4, &b), 0);
+	assert_int_equal(smap_count(m), 2);
+	assert_ptr_equal(smap_get(m, "alpha", 5), &a);
+	assert_ptr_equal(smap_get(m, "beta", 4), &b);
+	/* only the len bytes given are the key */
+	assert_ptr_equal(smap_get(m, "alphabet", 5), &a);
+	assert_null(smap_get(m, "alph", 4));
+	assert_null(smap_get(m, "alphaa", 6));
+
+	/* replace keeps the count */
+	assert_int_equal(smap_put(m, "alpha", 5, &c), 0);
+	assert_int_equal(smap_count(m), 2);
+	assert_ptr_equal(smap_get(m, "alpha", 5), &c);
+
+	assert_ptr_equal(smap_del(m, "alpha", 5), &c);
+	assert_int_equal(smap_count(m), 1);
+	assert_null(smap_get(m, "alpha", 5));
+	assert_null(smap_del(m, "alpha", 5));
+	assert_ptr_equal(smap_get(m, "beta", 4), &b);
+
+	smap_free(m);
+	smap_free(NULL);
+}
+
+/* Keys are bytes: NULs count, length counts, the empty key is a key. */
+static void test_binary_keys(void **state)
+{
+	struct smap *m = smap_new();
+	int v[4];
+	assert_non_null(m);
+	assert_int_equal(smap_put(m, "ab", 2, &v[0]), 0);
+	assert_int_equal(smap_put(m, "ab\0", 3, &v[1]), 0);
+	assert_int_equal(smap_put(m, "ab\0c", 4, &v[2]), 0);
+	assert_int_equal(smap_put(m, "", 0, &v[3]), 0);
+	assert_int_equal(smap_count(m), 4);
+	assert_ptr_equal(smap_get(m, "ab", 2), &v[0]);
+	assert_ptr_equal(smap_get(m, "ab\0", 3), &v[1]);
+	assert_ptr_equal(smap_get(m, "ab\0c", 4), &v[2]);
+	assert_ptr_equal(smap_get(m, "", 0), &v[3]);
+	assert_null(smap_get(m, "ab\0d", 4));
+	assert_ptr_equal(smap_del(m, "", 0), &v[3]);
+	assert_null(smap_get(m, "", 0));
+	smap_free(m);
+}
+
+/* Keys are borrowed; a replacing put takes the new key's bytes, so the old
+ * buffer (often inside the old value) may go away. */
+static void test_replace_takes_new_key(void **state)
+{
+	struct smap *m = smap_new();
+	char *old = strdup("room-id");
+	char fresh[] = "room-id";
+	int a, b;
+	assert_non_null(m);
+	assert_non_null(old);
+	assert_int_equal(smap_put(m, old, 7, &a), 0);
+	assert_int_equal(smap_put(m, fresh, 7, &b), 0);
+	free(old); /* ASan reports it if the map still reads old's bytes */
+	assert_ptr_equal(smap_get(m, "room-id", 7), &b);
+	assert_ptr_equal(smap_del(m, "room-id", 7), &b);
+	assert_int_equal(smap_count(m), 0);
+	smap_free(m);
+}
+
+/* ---- growth, churn, iteration ---- */
+
+/* Every key stays reachable through each doubling. */
+static void test_growth(void **state)
+{
+	struct fx *f = fx_new(600);
+	for (size_t i = 0; i < f->n; i++) {
+		fx_put(f, i, &f->vals[i]);
+		fx_check(f);
+	}
+	fx_free(f);
+}
+
+/* Few keys in a small table: deletions shift across the table's wrap-around
+ * often; the whole map is checked after every operation. */
+static void test_small_churn(void **state)
+{
+	struct fx *f = fx_new(7);
+	fx_churn(f, 20000, 1);
+	fx_free(f);
+}
+
+/* 100,000 keys, then random deletes, re-inserts and replacements. */
+static void test_big_churn(void **state)
+{
+	struct fx *f = fx_new(BIG);
+	for (size_t i = 0; i < f->n; i++)
+		fx_put(f, i, &f->vals[i]);
+	fx_check(f);
+
+	/* delete a random half, then churn */
+	for (size_t i = 0; i < f->n; i++)
+		if (rnd(f) & 1)
+			fx_del(f, i);
+	fx_check(f);
+	fx_churn(f, 300000, 50000);
+
+	/* delete everything that is left */
+	for (size_t i = 0; i < f->n; i++)
+		fx_del(f, i);
+	fx_check(f);
+	assert_int_equal(smap_count(f->m), 0);
+	fx_free(f);
+}
+
+/* Iteration returns every stored value exactly once, after deletes too. */
+static void test_iteration(void **state)
+{
+	struct fx *f = fx_new(5000);
+	for (size_t i = 0; i < f->n; i++)
+		fx_put(f, i, &f->vals[i]);
+	for (size_t i = 0; i < f->n; i += 3)
+		fx_del(f, i);
+
+	int *seen = calloc(f->n, sizeof(*seen));
+	assert_non_null(seen);
+	size_t pos = 0, count = 0;
+	void *v;
+	while ((v = smap_next(f->m, &pos)) != NULL) {
+		int *p = v;
+		assert_true(p >= f->vals && p < f->vals + f->n);
+		seen[p - f->vals]++;
+		count++;
+	}
+	assert_int_equal(count, f->live);
+	for (size_t i = 0; i < f->n; i++)
+		assert_int_equal(seen[i], f->shadow[i] ? 1 : 0);
+	/* the end stays the end */
+	assert_null(smap_next(f->m, &pos));
+	free(seen);
+	fx_free(f);
+}
+
+static void test_iterate_empty(void **state)
+{
+	struct smap *m = smap_new();
+	size_t pos = 0;
+	assert_non_null(m);
+	assert_null(smap_next(m, &pos));
+	smap_free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_put_get_del_replace),
+		cmocka_unit_test(test_binary_keys),
+		cmocka_unit_test(test_replace_takes_new_key),
+		cmocka_unit_test(test_growth),
+		cmocka_unit_test(test_small_churn),
+		cmocka_unit_test(test_big_churn),
+		cmocka_unit_test(test_iteration),
+		cmocka_unit_test(test_iterate_empty),
+	};
+	return cmocka_run_group_tests(tests, group_setup, NULL);
+}
