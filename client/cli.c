@@ -2,8 +2,9 @@
  * vroom: the command-line client, built on libvroom's blocking layer.
  *
  * Exit status: 0 success; 1 an error from the node or the connection (one
- * line on stderr: "vroom: NAME: MESSAGE"); 2 a usage error; 3 `sub` ended
- * because the room closed.
+ * line on stderr: "vroom: NAME: MESSAGE"), or a file that failed to send;
+ * 2 a usage error; 3 `sub`/`recv` ended because the room closed; 4 `recv`
+ * received a stream that did not arrive complete and verified.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -34,6 +35,12 @@ static void usage(FILE *f)
 		"       [--each-line]             push each line of stdin as a message\n"
 		"  sub ID [--count N] [--timeout SECONDS] [--format raw|json] [--verbose]\n"
 		"                                 print pushes until N arrived or the timeout\n"
+		"  send ID FILE... [--topic T] [--to IDENTITY,...] [--attr KEY=VALUE]...\n"
+		"                                 send files as streams; prints each stream id\n"
+		"  stream ID [--topic T] [--name N] [--mime M]\n"
+		"                                 send stdin as one stream\n"
+		"  recv ID [--topic T] [--dir DIR] [--count N] [--timeout SECONDS] [--overwrite]\n"
+		"                                 save streams in DIR; one JSON line per stream\n"
 		"\n"
 		"  -s, --server HOST:PORT         the node (default %s, or $VROOM_SERVER)\n"
 		"      --identity NAME            who you are (default $VROOM_IDENTITY, else $USER)\n"
@@ -300,7 +307,7 @@ static int cmd_sub(struct cli *c)
 int main(int argc, char **argv)
 {
 	enum { O_IDENTITY = 256, O_DTYPE, O_EACH, O_COUNT, O_TIMEOUT, O_FORMAT, O_HELP,
-	       O_VERSION };
+	       O_VERSION, O_TOPIC, O_TO, O_ATTR, O_NAME, O_MIME, O_DIR, O_OVERWRITE };
 	static const struct option opts[] = {
 		{"server", required_argument, 0, 's'},
 		{"identity", required_argument, 0, O_IDENTITY},
@@ -310,6 +317,13 @@ int main(int argc, char **argv)
 		{"timeout", required_argument, 0, O_TIMEOUT},
 		{"format", required_argument, 0, O_FORMAT},
 		{"verbose", no_argument, 0, 'v'},
+		{"topic", required_argument, 0, O_TOPIC},
+		{"to", required_argument, 0, O_TO},
+		{"attr", required_argument, 0, O_ATTR},
+		{"name", required_argument, 0, O_NAME},
+		{"mime", required_argument, 0, O_MIME},
+		{"dir", required_argument, 0, O_DIR},
+		{"overwrite", no_argument, 0, O_OVERWRITE},
 		{"help", no_argument, 0, O_HELP},
 		{"version", no_argument, 0, O_VERSION},
 		{0, 0, 0, 0},
@@ -359,6 +373,29 @@ int main(int argc, char **argv)
 		case 'v':
 			c.verbose = 1;
 			break;
+		case O_TOPIC:
+			c.topic = optarg;
+			break;
+		case O_TO:
+			c.to = optarg;
+			break;
+		case O_ATTR:
+			if (c.nattrs == CLI_MAX_ATTRS)
+				return cli_usage("--attr: at most %d attributes", CLI_MAX_ATTRS);
+			c.attrs[c.nattrs++] = optarg;
+			break;
+		case O_NAME:
+			c.name = optarg;
+			break;
+		case O_MIME:
+			c.mime = optarg;
+			break;
+		case O_DIR:
+			c.dir = optarg;
+			break;
+		case O_OVERWRITE:
+			c.overwrite = 1;
+			break;
 		case 'h':
 		case O_HELP:
 			usage(stdout);
@@ -388,5 +425,11 @@ int main(int argc, char **argv)
 		return cmd_push(&c);
 	if (strcmp(cmd, "sub") == 0)
 		return cmd_sub(&c);
+	if (strcmp(cmd, "send") == 0)
+		return cli_send(&c);
+	if (strcmp(cmd, "stream") == 0)
+		return cli_stream(&c);
+	if (strcmp(cmd, "recv") == 0)
+		return cli_recv(&c);
 	return cli_usage("unknown command '%s'", cmd);
 }

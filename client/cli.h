@@ -7,8 +7,13 @@
 
 struct vroom_error;
 
+#define CLI_MAX_ATTRS 32
+
 struct cli {
 	const char *server, *identity;
+	const char *topic, *name, *mime, *to, *dir;
+	const char *attrs[CLI_MAX_ATTRS]; /* KEY=VALUE */
+	int nattrs, overwrite;
 	const char **pos; /* positional arguments, the command first */
 	int npos;
 	int dtype, each_line, format_json, verbose;
@@ -20,5 +25,10 @@ struct cli {
 int cli_fail(const struct vroom_error *e);
 /* Prints a usage error and returns exit status 2. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Byte-stream commands (cli_stream.c). */
+int cli_send(struct cli *c);
+int cli_stream(struct cli *c);
+int cli_recv(struct cli *c);
 
 #endif

@@ -144,6 +144,12 @@ int vroom_subscribe(struct vroom *v, const char *room, struct vroom_error *err)
 	SIMPLE(vroom_subscribe_async(v, room, on_reply, &w, err));
 }
 
+int vroom_subscribe_topics(struct vroom *v, const char *room, const char *const *topics,
+			   size_t ntopics, struct vroom_error *err)
+{
+	SIMPLE(vroom_subscribe_topics_async(v, room, topics, ntopics, on_reply, &w, err));
+}
+
 int vroom_unsubscribe(struct vroom *v, const char *room, struct vroom_error *err)
 {
 	SIMPLE(vroom_unsubscribe_async(v, room, on_reply, &w, err));

@@ -78,6 +78,7 @@ static void lost(struct vroom *v, const struct vroom_error *why)
 		bufferevent_disable(v->bev, EV_READ | EV_WRITE);
 	struct vroom_error e = v->node_err.code ? v->node_err : *why;
 	fail_all(v, &e);
+	vroom_streams_lost(v, &e);
 	if (was_ready && v->h.disconnected)
 		v->h.disconnected(v, &e, v->harg);
 	v->stop = 1;
@@ -252,6 +253,10 @@ static void dispatch(struct vroom *v, const struct wire_msg *m)
 	case WIRE_ERROR: on_error(v, m); break;
 	case WIRE_DELIVER: on_deliver(v, m); break;
 	case WIRE_ROOM_CLOSED: on_room_closed(v, m); break;
+	case WIRE_STREAM_OPENED: vroom_streams_on_opened(v, m); break;
+	case WIRE_STREAM_DATA: vroom_streams_on_data(v, m); break;
+	case WIRE_STREAM_END: vroom_streams_on_end(v, m); break;
+	case WIRE_STREAM_CREDIT: vroom_streams_on_credit(v, m); break;
 	case WIRE_PONG: {
 		struct pending *p = pending_take(v, m->rid);
 		if (p)
@@ -333,6 +338,8 @@ struct vroom *vroom_new(struct event_base *base, const struct vroom_handlers *h,
 	v->dec = wire_dec_new(CLIENT_FRAME_MAX);
 	wire_buf_init(&v->out);
 	TAILQ_INIT(&v->pending);
+	TAILQ_INIT(&v->writers);
+	TAILQ_INIT(&v->readers);
 	v->wait_ms = 30000;
 	if (!v->dec) {
 		free(v);
@@ -355,7 +362,9 @@ void vroom_free(struct vroom *v)
 	if (v->state != VROOM_ST_CLOSED) {
 		v->state = VROOM_ST_CLOSED;
 		fail_all(v, &e);
+		vroom_streams_lost(v, &e);
 	}
+	vroom_streams_free(v);
 	if (v->bev)
 		bufferevent_free(v->bev);
 	wire_dec_free(v->dec);

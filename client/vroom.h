@@ -174,6 +174,150 @@ int vroom_push(struct vroom *v, const char *room, uint8_t dtype, const void *dat
 int vroom_run(struct vroom *v, int timeout_ms, struct vroom_error *err);
 void vroom_stop(struct vroom *v);
 
+/* ---- byte streams ----
+ *
+ * A stream carries one file or blob into a room: opened with its metadata,
+ * written in chunks, closed (or aborted). The node grants each stream a
+ * window of bytes; a writer never has more than that outstanding, so a sender
+ * may write as fast as it likes without any node's memory growing. Progress
+ * on the sending side counts bytes the node has acknowledged (handed on to
+ * every receiver), not bytes given to the kernel. Receivers register one
+ * handler per topic; each stream arrives complete and in order, or ends with
+ * a status that says why not.
+ */
+
+struct vroom_attr {
+	const char *key, *value;
+};
+
+struct vroom_stream_opts {
+	const char *topic; /* NULL: "" */
+	const char *name;  /* NULL: "" (send_file: the file's base name) */
+	const char *mime;  /* NULL: application/octet-stream (send_file: detected) */
+	int64_t size;	   /* -1: unknown (send_file/send_bytes: filled in) */
+	const struct vroom_attr *attrs;
+	size_t nattrs;
+	const char *const *dests; /* identities; none: every subscriber */
+	size_t ndests;
+	const char *id; /* NULL: a random id */
+};
+
+/* The sender's progress: bytes the node acknowledged, of total (-1 unknown). */
+typedef void (*vroom_progress_cb)(void *arg, uint64_t acked, int64_t total);
+
+struct vroom_writer;
+
+/* Opens a stream into room. The writer may be written to at once (the open
+ * and the first window's chunks are pipelined). NULL with *err on a bad
+ * argument or when not connected; a refusal by the node (forbidden, ...)
+ * fails the writer later. Strings in o are copied. */
+struct vroom_writer *vroom_stream_open(struct vroom *v, const char *room,
+				       const struct vroom_stream_opts *o, struct vroom_error *err);
+const char *vroom_writer_id(const struct vroom_writer *w);
+/* Bytes acknowledged by the node so far. */
+uint64_t vroom_writer_acked(const struct vroom_writer *w);
+/* Event-driven: writable runs when the window opens again, progress when
+ * the node acknowledges bytes, done once when the stream is over (e NULL on
+ * success: closed and fully acknowledged). Any may be NULL. */
+void vroom_writer_set_cbs(struct vroom_writer *w, void (*writable)(struct vroom_writer *, void *),
+			  vroom_progress_cb progress,
+			  void (*done)(struct vroom_writer *, const struct vroom_error *, void *),
+			  void *arg);
+/* Takes as much of data as the window allows now, copying it: returns the
+ * number of bytes taken (possibly 0), or -1 with *err if the stream failed. */
+long vroom_writer_offer(struct vroom_writer *w, const void *data, size_t len,
+			struct vroom_error *err);
+/* Ends the stream; attrs are merged into the receivers' stream info. done
+ * runs when the node has acknowledged everything. */
+int vroom_writer_close_async(struct vroom_writer *w, const struct vroom_attr *attrs,
+			     size_t nattrs, struct vroom_error *err);
+/* Abandons the stream: receivers see status "aborted" with reason. */
+int vroom_writer_abort(struct vroom_writer *w, const char *reason, struct vroom_error *err);
+/* Releases a writer whose done callback has run (or to forget it early:
+ * an open stream is aborted). */
+void vroom_writer_free(struct vroom_writer *w);
+
+/* Blocking: writes all of data, waiting for window as needed. */
+int vroom_writer_write(struct vroom_writer *w, const void *data, size_t len,
+		       struct vroom_error *err);
+/* Blocking: closes, waits until everything is acknowledged, frees w. */
+int vroom_writer_close(struct vroom_writer *w, const struct vroom_attr *attrs, size_t nattrs,
+		       struct vroom_error *err);
+/* Blocking: one stream from memory or from a file, with progress. The
+ * stream id goes to id if not NULL. */
+int vroom_send_bytes(struct vroom *v, const char *room, const struct vroom_stream_opts *o,
+		     const void *data, size_t len, vroom_progress_cb progress, void *arg,
+		     char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err);
+int vroom_send_file(struct vroom *v, const char *room, const char *path,
+		    const struct vroom_stream_opts *o, vroom_progress_cb progress, void *arg,
+		    char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err);
+/* The MIME type of a file: libmagic, then the extension, then
+ * application/octet-stream. Writes at most cap bytes. */
+void vroom_guess_mime(const char *path, char *out, size_t cap);
+
+/* Subscribes to only these topics' streams (pushes are not filtered). */
+int vroom_subscribe_topics_async(struct vroom *v, const char *room, const char *const *topics,
+				 size_t ntopics, vroom_cb cb, void *arg, struct vroom_error *err);
+int vroom_subscribe_topics(struct vroom *v, const char *room, const char *const *topics,
+			   size_t ntopics, struct vroom_error *err);
+
+struct vroom_stream_info {
+	const char *id, *room, *sender, *topic, *name, *mime;
+	int64_t size; /* -1 if the sender did not say */
+	uint64_t timestamp_ms;
+	const struct vroom_attr *attrs; /* at close: merged with the close's */
+	size_t nattrs;
+};
+
+struct vroom_stream_end {
+	int ok;		    /* complete, in order, size and checksum verified */
+	const char *status; /* "ok", "aborted", "timeout" or "error" */
+	const char *reason; /* why, when not ok ("" otherwise) */
+	uint64_t bytes;	    /* bytes received */
+	int checksum;	    /* whether the sender's XXH3-64 was given and matched */
+};
+
+struct vroom_reader;
+
+/* Called once per stream, in the order the node accepted the opens. To read
+ * the stream, call vroom_reader_set() and optionally vroom_reader_collect()
+ * or vroom_reader_save() before returning; otherwise it is skipped. */
+typedef void (*vroom_stream_handler)(struct vroom *v, struct vroom_reader *r, void *arg);
+
+/* One handler per topic; topic NULL: every topic without a handler of its
+ * own. -1 with *err if the topic already has one. Streams with no handler
+ * are dropped and counted (vroom_streams_dropped), and a line is written to
+ * stderr once per topic. */
+int vroom_set_stream_handler(struct vroom *v, const char *topic, vroom_stream_handler h,
+			     void *arg, struct vroom_error *err);
+uint64_t vroom_streams_dropped(const struct vroom *v);
+
+struct vroom_reader_cbs {
+	/* Bytes in order; chunk sizes need not match the sender's. */
+	void (*chunk)(struct vroom_reader *r, const void *data, size_t len, void *arg);
+	/* Bytes received so far, of the declared size (-1 unknown). */
+	void (*progress)(struct vroom_reader *r, uint64_t received, int64_t total, void *arg);
+	/* Once, last: how the stream ended. The reader is freed after it. */
+	void (*end)(struct vroom_reader *r, const struct vroom_stream_end *e, void *arg);
+};
+
+const struct vroom_stream_info *vroom_reader_info(const struct vroom_reader *r);
+void vroom_reader_set(struct vroom_reader *r, const struct vroom_reader_cbs *cbs, void *arg);
+/* Read all: keep the bytes (at most max; more ends the stream with an error);
+ * vroom_reader_data() gives them in the end callback. */
+int vroom_reader_collect(struct vroom_reader *r, size_t max, struct vroom_error *err);
+const void *vroom_reader_data(const struct vroom_reader *r, size_t *len);
+/* Write to a file in dir under the sender's name, sanitized (no path
+ * separators, no leading dot, no control characters); an existing file is
+ * kept and a suffix added unless overwrite. The file appears under its name
+ * only once complete and verified. */
+int vroom_reader_save(struct vroom_reader *r, const char *dir, int overwrite,
+		      struct vroom_error *err);
+/* The file's path once vroom_reader_save() chose it. */
+const char *vroom_reader_path(const struct vroom_reader *r);
+/* The safe file name for a sender's name (at most cap bytes with the NUL). */
+void vroom_sanitize_name(const char *name, const char *fallback, char *out, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

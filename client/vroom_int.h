@@ -11,7 +11,9 @@
 #include "client/vroom.h"
 #include "stream/wire.h"
 
-#define VROOM_MAX_LIMITS 16
+#define VROOM_MAX_LIMITS   16
+#define VROOM_MAX_HANDLERS 64 /* stream handlers (topics) per client */
+#define VROOM_MAX_WARNED   32 /* topics warned about once */
 
 enum { VROOM_ST_IDLE, VROOM_ST_CONNECTING, VROOM_ST_READY, VROOM_ST_CLOSED };
 
@@ -21,6 +23,12 @@ struct pending {
 	vroom_cb cb;
 	void *arg;
 	TAILQ_ENTRY(pending) link;
+};
+
+struct vroom_handler {
+	char *topic; /* NULL: any topic without its own handler */
+	vroom_stream_handler fn;
+	void *arg;
 };
 
 struct vroom {
@@ -47,11 +55,27 @@ struct vroom {
 	int free_asked;		     /* vroom_free() was called from a callback */
 	int stop;		     /* vroom_run() should return */
 	int wait_ms;		     /* how long a blocking call waits */
+	TAILQ_HEAD(, vroom_writer) writers;
+	TAILQ_HEAD(, vroom_reader) readers;
+	struct vroom_handler handlers[VROOM_MAX_HANDLERS];
+	size_t nhandlers;
+	char *warned[VROOM_MAX_WARNED];
+	size_t nwarned;
+	uint64_t streams_dropped;
 };
 
 void vroom_seterr(struct vroom_error *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int vroom_send_request(struct vroom *v, unsigned type, uint64_t rid, vroom_cb cb, void *arg,
 		       struct vroom_error *err);
+
+
+/* stream.c: frames about streams, and the end of the connection. */
+void vroom_streams_on_opened(struct vroom *v, const struct wire_msg *m);
+void vroom_streams_on_data(struct vroom *v, const struct wire_msg *m);
+void vroom_streams_on_end(struct vroom *v, const struct wire_msg *m);
+void vroom_streams_on_credit(struct vroom *v, const struct wire_msg *m);
+void vroom_streams_lost(struct vroom *v, const struct vroom_error *why);
+void vroom_streams_free(struct vroom *v);
 
 #endif

@@ -75,7 +75,13 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 	msgpack_packer *pk = wire_begin(b, WIRE_WELCOME, m->rid, 3);
 	wire_pack_cstr(pk, node_id(n));
 	wire_pack_cstr(pk, session);
-	msgpack_pack_map(pk, 6);
+	msgpack_pack_map(pk, 9);
+	wire_pack_cstr(pk, "max_streams");
+	msgpack_pack_uint64(pk, cfg->max_streams);
+	wire_pack_cstr(pk, "chunk_max");
+	msgpack_pack_uint64(pk, cfg->chunk_max);
+	wire_pack_cstr(pk, "stream_window");
+	msgpack_pack_uint64(pk, cfg->stream_window);
 	wire_pack_cstr(pk, "frame_max");
 	msgpack_pack_uint64(pk, cfg->frame_max);
 	wire_pack_cstr(pk, "max_pending");

@@ -269,7 +269,9 @@ void strm_release_cb(void *arg, size_t len)
 		struct strms *t = s->table;
 		int was_empty = TAILQ_EMPTY(&t->due);
 		s->due = 1;
-		TAILQ_INSERT_TAIL(&t->due, strm_ref(s), due_link);
+		strm_ref(s); /* the due list's; not inside the macro, which
+				repeats its arguments */
+		TAILQ_INSERT_TAIL(&t->due, s, due_link);
 		if (was_empty && t->kick)
 			t->kick(t->kick_arg);
 	}

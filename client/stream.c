@@ -1,0 +1,971 @@
+/*
+ * libvroom's byte streams: writers (credit-paced chunking, XXH3 of what was
+ * sent, close/abort) and readers (per-topic handlers, in-order delivery,
+ * end-to-end verification, collecting or saving to a file).
+ *
+ * Invariants: a writer never has more than the node's window outstanding
+ * (sent <= limit); a reader hands bytes on only at its current offset and
+ * reports success only when the byte count, the declared size and, when the
+ * sender gave one, the XXH3-64 all agree.
+ */
+#include "client/vroom.h"
+#include "client/vroom_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <magic.h>
+#include <sodium.h>
+#include <xxhash.h>
+
+#define SEND_CHUNK (64u << 10) /* chunk size a writer sends, at most chunk_max */
+
+enum { W_OPEN, W_CLOSING, W_DONE };
+
+struct vroom_writer {
+	struct vroom *v;
+	char id[WIRE_STREAM_ID_MAX + 1];
+	int64_t size;
+	uint64_t sent, acked, limit;
+	XXH3_state_t *hash;
+	int state;
+	struct vroom_error err; /* code != 0 once failed */
+	void (*writable)(struct vroom_writer *, void *);
+	vroom_progress_cb progress;
+	void (*done)(struct vroom_writer *, const struct vroom_error *, void *);
+	void *arg;
+	TAILQ_ENTRY(vroom_writer) link;
+};
+
+struct vroom_reader {
+	struct vroom *v;
+	struct vroom_stream_info info;
+	char *strs[6]; /* owned: id, room, sender, topic, name, mime */
+	struct vroom_attr *attrs;
+	size_t nattrs;
+	uint64_t received;
+	XXH3_state_t *hash;
+	struct vroom_reader_cbs cbs;
+	void *arg;
+	int reading;
+	int collect;
+	size_t collect_max;
+	uint8_t *buf;
+	size_t buflen, bufcap;
+	int fd;
+	char *dir, *tmp, *path;
+	int overwrite;
+	char fail[WIRE_REASON_MAX]; /* set when the reader itself failed */
+	TAILQ_ENTRY(vroom_reader) link;
+};
+
+/* ---------------------------------------------------------------- writers */
+
+static uint64_t chunk_size(const struct vroom *v)
+{
+	uint64_t max = vroom_limit(v, "chunk_max");
+	return max && max < SEND_CHUNK ? max : SEND_CHUNK;
+}
+
+static void writer_finish(struct vroom_writer *w, const struct vroom_error *e)
+{
+	if (w->state == W_DONE)
+		return;
+	w->state = W_DONE;
+	if (e)
+		w->err = *e;
+	else if (w->progress)
+		w->progress(w->arg, w->acked, w->size);
+	if (w->done)
+		w->done(w, e, w->arg);
+}
+
+static struct vroom_writer *writer_find(struct vroom *v, const char *id, size_t len)
+{
+	struct vroom_writer *w;
+	TAILQ_FOREACH(w, &v->writers, link)
+		if (strlen(w->id) == len && memcmp(w->id, id, len) == 0)
+			return w;
+	return NULL;
+}
+
+static void on_open_reply(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct vroom_writer *w = arg;
+	if (r->err)
+		writer_finish(w, r->err);
+}
+
+static void pack_attrs(msgpack_packer *pk, const struct vroom_attr *a, size_t n)
+{
+	msgpack_pack_map(pk, n);
+	for (size_t i = 0; i < n; i++) {
+		wire_pack_cstr(pk, a[i].key ? a[i].key : "");
+		wire_pack_cstr(pk, a[i].value ? a[i].value : "");
+	}
+}
+
+struct vroom_writer *vroom_stream_open(struct vroom *v, const char *room,
+				       const struct vroom_stream_opts *o, struct vroom_error *err)
+{
+	struct vroom_stream_opts none = {.size = -1};
+	if (!o)
+		o = &none;
+	if (v->state != VROOM_ST_READY) {
+		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
+		return NULL;
+	}
+	if (!room || !*room || strlen(room) > VROOM_ROOM_ID_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "a room id is 1-%d characters", VROOM_ROOM_ID_MAX);
+		return NULL;
+	}
+	if (o->nattrs > WIRE_ATTRS_MAX || o->ndests > WIRE_DESTS_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "at most %d attributes and %d destinations",
+			     WIRE_ATTRS_MAX, WIRE_DESTS_MAX);
+		return NULL;
+	}
+	struct vroom_writer *w = calloc(1, sizeof(*w));
+	if (!w || !(w->hash = XXH3_createState()) || XXH3_64bits_reset(w->hash) != XXH_OK) {
+		free(w);
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+		return NULL;
+	}
+	if (o->id && *o->id) {
+		snprintf(w->id, sizeof(w->id), "%s", o->id);
+	} else {
+		unsigned char raw[16];
+		randombytes_buf(raw, sizeof(raw));
+		sodium_bin2base64(w->id, sizeof(w->id), raw, sizeof(raw),
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	}
+	w->v = v;
+	w->size = o->size;
+	/* The first window is known from WELCOME: chunks follow the open
+	 * without waiting for its reply. */
+	w->limit = vroom_limit(v, "stream_window");
+	TAILQ_INSERT_TAIL(&v->writers, w, link);
+
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	uint64_t rid = ++v->next_rid;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_OPEN, rid, 9);
+	wire_pack_cstr(pk, room);
+	wire_pack_cstr(pk, w->id);
+	wire_pack_cstr(pk, o->topic ? o->topic : "");
+	wire_pack_cstr(pk, o->name ? o->name : "");
+	wire_pack_cstr(pk, o->mime ? o->mime : "application/octet-stream");
+	if (o->size >= 0)
+		msgpack_pack_uint64(pk, (uint64_t)o->size);
+	else
+		msgpack_pack_nil(pk);
+	pack_attrs(pk, o->attrs, o->nattrs);
+	msgpack_pack_array(pk, o->ndests);
+	for (size_t i = 0; i < o->ndests; i++)
+		wire_pack_cstr(pk, o->dests[i]);
+	msgpack_pack_uint64(pk, (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
+	wire_end(&v->out, 0);
+	if (vroom_send_request(v, WIRE_STREAM_OPEN, rid, on_open_reply, w, err) < 0) {
+		TAILQ_REMOVE(&v->writers, w, link);
+		XXH3_freeState(w->hash);
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+const char *vroom_writer_id(const struct vroom_writer *w)
+{
+	return w->id;
+}
+
+uint64_t vroom_writer_acked(const struct vroom_writer *w)
+{
+	return w->acked;
+}
+
+void vroom_writer_set_cbs(struct vroom_writer *w, void (*writable)(struct vroom_writer *, void *),
+			  vroom_progress_cb progress,
+			  void (*done)(struct vroom_writer *, const struct vroom_error *, void *),
+			  void *arg)
+{
+	w->writable = writable;
+	w->progress = progress;
+	w->done = done;
+	w->arg = arg;
+}
+
+static int writer_usable(struct vroom_writer *w, struct vroom_error *err)
+{
+	if (w->state == W_DONE) {
+		if (err)
+			*err = w->err.code ? w->err : (struct vroom_error){VROOM_E_ARG, "the stream is over"};
+		return 0;
+	}
+	if (w->state == W_CLOSING) {
+		vroom_seterr(err, VROOM_E_ARG, "the stream is closing");
+		return 0;
+	}
+	if (w->v->state != VROOM_ST_READY) {
+		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
+		return 0;
+	}
+	return 1;
+}
+
+long vroom_writer_offer(struct vroom_writer *w, const void *data, size_t len,
+			struct vroom_error *err)
+{
+	if (!writer_usable(w, err))
+		return -1;
+	struct vroom *v = w->v;
+	uint64_t room = w->limit > w->sent ? w->limit - w->sent : 0;
+	size_t take = len < room ? len : (size_t)room;
+	if (w->size >= 0 && w->sent + take > (uint64_t)w->size) {
+		vroom_seterr(err, VROOM_E_ARG, "writing past the declared size of %lld bytes",
+			     (long long)w->size);
+		return -1;
+	}
+	const uint8_t *p = data;
+	uint64_t step = chunk_size(v);
+	for (size_t done = 0; done < take;) {
+		size_t n = take - done < step ? take - done : (size_t)step;
+		wire_buf_reset(&v->out);
+		msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_CHUNK, ++v->next_rid, 3);
+		wire_pack_cstr(pk, w->id);
+		msgpack_pack_uint64(pk, w->sent);
+		msgpack_pack_bin(pk, n);
+		wire_end(&v->out, n);
+		if (bufferevent_write(v->bev, v->out.p, v->out.len) < 0 ||
+		    bufferevent_write(v->bev, p + done, n) < 0) {
+			vroom_seterr(err, VROOM_E_CLOSED, "cannot queue the chunk");
+			return -1;
+		}
+		XXH3_64bits_update(w->hash, p + done, n);
+		w->sent += n;
+		done += n;
+	}
+	return (long)take;
+}
+
+static void on_close_reply(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct vroom_writer *w = arg;
+	if (!r->err)
+		w->acked = w->sent;
+	writer_finish(w, r->err);
+}
+
+int vroom_writer_close_async(struct vroom_writer *w, const struct vroom_attr *attrs,
+			     size_t nattrs, struct vroom_error *err)
+{
+	if (!writer_usable(w, err))
+		return -1;
+	if (nattrs > WIRE_ATTRS_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "at most %d attributes", WIRE_ATTRS_MAX);
+		return -1;
+	}
+	struct vroom *v = w->v;
+	uint64_t rid = ++v->next_rid;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_CLOSE, rid, 4);
+	wire_pack_cstr(pk, w->id);
+	wire_pack_cstr(pk, "");
+	pack_attrs(pk, attrs, nattrs);
+	msgpack_pack_uint64(pk, XXH3_64bits_digest(w->hash));
+	wire_end(&v->out, 0);
+	if (vroom_send_request(v, WIRE_STREAM_CLOSE, rid, on_close_reply, w, err) < 0)
+		return -1;
+	w->state = W_CLOSING;
+	return 0;
+}
+
+int vroom_writer_abort(struct vroom_writer *w, const char *reason, struct vroom_error *err)
+{
+	if (!writer_usable(w, err))
+		return -1;
+	struct vroom *v = w->v;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_ABORT, ++v->next_rid, 2);
+	wire_pack_cstr(pk, w->id);
+	wire_pack_cstr(pk, reason && *reason ? reason : "aborted by the sender");
+	wire_end(&v->out, 0);
+	bufferevent_write(v->bev, v->out.p, v->out.len);
+	struct vroom_error e;
+	vroom_seterr(&e, VROOM_E_ARG, "aborted: %s", reason ? reason : "");
+	writer_finish(w, &e);
+	return 0;
+}
+
+void vroom_writer_free(struct vroom_writer *w)
+{
+	if (!w)
+		return;
+	if (w->state != W_DONE && w->v->state == VROOM_ST_READY)
+		vroom_writer_abort(w, "the sender let go of the writer", NULL);
+	/* A reply still pending for this writer must not reach it. */
+	struct pending *p;
+	TAILQ_FOREACH(p, &w->v->pending, link)
+		if (p->arg == w && (p->cb == on_open_reply || p->cb == on_close_reply))
+			p->cb = NULL;
+	TAILQ_REMOVE(&w->v->writers, w, link);
+	XXH3_freeState(w->hash);
+	free(w);
+}
+
+void vroom_streams_on_credit(struct vroom *v, const struct wire_msg *m)
+{
+	struct vroom_writer *w = writer_find(v, m->f[0].s.ptr, m->f[0].s.len);
+	if (!w || w->state == W_DONE)
+		return;
+	if (m->f[1].u > w->acked && m->f[1].u <= w->sent)
+		w->acked = m->f[1].u;
+	if (m->f[2].u > w->limit)
+		w->limit = m->f[2].u;
+	if (w->progress)
+		w->progress(w->arg, w->acked, w->size);
+	if (w->writable && w->state == W_OPEN)
+		w->writable(w, w->arg);
+}
+
+/* -------------------------------------------------- blocking writer calls */
+
+struct wait {
+	int done, expired;
+};
+
+static void on_wait_expired(evutil_socket_t fd, short what, void *arg)
+{
+	((struct wait *)arg)->expired = 1;
+}
+
+/* Runs the loop until cond(arg) or the wait limit without progress. */
+static int run_until(struct vroom *v, int (*cond)(void *), void *arg, struct vroom_error *err)
+{
+	struct wait wt = {0};
+	struct event *t = evtimer_new(v->base, on_wait_expired, &wt);
+	struct timeval tv = {v->wait_ms / 1000, (v->wait_ms % 1000) * 1000};
+	if (t)
+		evtimer_add(t, &tv);
+	while (!cond(arg) && !wt.expired && v->state == VROOM_ST_READY)
+		if (event_base_loop(v->base, EVLOOP_ONCE) < 0)
+			break;
+	if (t)
+		event_free(t);
+	if (cond(arg))
+		return 0;
+	if (v->state != VROOM_ST_READY)
+		vroom_seterr(err, VROOM_E_CLOSED, "the connection to %s closed", v->server);
+	else
+		vroom_seterr(err, VROOM_E_WAIT, "no progress within %d ms", v->wait_ms);
+	return -1;
+}
+
+static int has_window_or_over(void *arg)
+{
+	struct vroom_writer *w = arg;
+	return w->state == W_DONE || w->limit > w->sent;
+}
+
+int vroom_writer_write(struct vroom_writer *w, const void *data, size_t len,
+		       struct vroom_error *err)
+{
+	const uint8_t *p = data;
+	while (len > 0) {
+		long n = vroom_writer_offer(w, p, len, err);
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+		if (len && run_until(w->v, has_window_or_over, w, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int is_done(void *arg)
+{
+	return ((struct vroom_writer *)arg)->state == W_DONE;
+}
+
+int vroom_writer_close(struct vroom_writer *w, const struct vroom_attr *attrs, size_t nattrs,
+		       struct vroom_error *err)
+{
+	int rc = vroom_writer_close_async(w, attrs, nattrs, err);
+	/* Waiting for the close can take as long as the slowest receiver:
+	 * keep waiting while acknowledgements still arrive. */
+	uint64_t seen = w->acked;
+	while (rc == 0 && !is_done(w)) {
+		rc = run_until(w->v, is_done, w, err);
+		if (rc < 0 && err && err->code == VROOM_E_WAIT && w->acked > seen) {
+			seen = w->acked;
+			rc = 0;
+		}
+	}
+	if (rc == 0 && w->err.code) {
+		if (err)
+			*err = w->err;
+		rc = -1;
+	}
+	vroom_writer_free(w);
+	return rc;
+}
+
+int vroom_send_bytes(struct vroom *v, const char *room, const struct vroom_stream_opts *o,
+		     const void *data, size_t len, vroom_progress_cb progress, void *arg,
+		     char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err)
+{
+	struct vroom_stream_opts opts = o ? *o : (struct vroom_stream_opts){.size = -1};
+	opts.size = (int64_t)len;
+	struct vroom_writer *w = vroom_stream_open(v, room, &opts, err);
+	if (!w)
+		return -1;
+	vroom_writer_set_cbs(w, NULL, progress, NULL, arg);
+	if (id)
+		snprintf(id, VROOM_ROOM_ID_MAX + 1, "%s", w->id);
+	if (vroom_writer_write(w, data, len, err) < 0) {
+		vroom_writer_free(w);
+		return -1;
+	}
+	return vroom_writer_close(w, NULL, 0, err);
+}
+
+static const struct {
+	const char *ext, *mime;
+} mimes[] = {
+	{".txt", "text/plain"},	     {".html", "text/html"},	     {".css", "text/css"},
+	{".csv", "text/csv"},	     {".json", "application/json"}, {".js", "text/javascript"},
+	{".png", "image/png"},	     {".jpg", "image/jpeg"},	     {".jpeg", "image/jpeg"},
+	{".gif", "image/gif"},	     {".webp", "image/webp"},	     {".svg", "image/svg+xml"},
+	{".pdf", "application/pdf"}, {".zip", "application/zip"},  {".gz", "application/gzip"},
+	{".mp4", "video/mp4"},	     {".webm", "video/webm"},	     {".mp3", "audio/mpeg"},
+	{".wav", "audio/wav"},	     {".ogg", "audio/ogg"},
+};
+
+void vroom_guess_mime(const char *path, char *out, size_t cap)
+{
+	magic_t mg = magic_open(MAGIC_MIME_TYPE | MAGIC_ERROR);
+	const char *m = NULL;
+	if (mg && magic_load(mg, NULL) == 0)
+		m = magic_file(mg, path);
+	/* libmagic says "application/octet-stream" or "text/plain" when it
+	 * cannot tell; the extension may know better. */
+	if (!m || strcmp(m, "application/octet-stream") == 0 || strcmp(m, "text/plain") == 0) {
+		const char *dot = strrchr(path, '.');
+		for (size_t i = 0; dot && i < sizeof(mimes) / sizeof(mimes[0]); i++)
+			if (strcasecmp(dot, mimes[i].ext) == 0)
+				m = mimes[i].mime;
+	}
+	snprintf(out, cap, "%s", m ? m : "application/octet-stream");
+	if (mg)
+		magic_close(mg);
+}
+
+int vroom_send_file(struct vroom *v, const char *room, const char *path,
+		    const struct vroom_stream_opts *o, vroom_progress_cb progress, void *arg,
+		    char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		vroom_seterr(err, VROOM_E_ARG, "cannot read %s: %s", path,
+			     fd < 0 ? strerror(errno) : "not a regular file");
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	struct vroom_stream_opts opts = o ? *o : (struct vroom_stream_opts){0};
+	const char *base = strrchr(path, '/');
+	char mime[128];
+	if (!opts.name || !*opts.name)
+		opts.name = base ? base + 1 : path;
+	if (!opts.mime || !*opts.mime) {
+		vroom_guess_mime(path, mime, sizeof(mime));
+		opts.mime = mime;
+	}
+	opts.size = st.st_size;
+	struct vroom_writer *w = vroom_stream_open(v, room, &opts, err);
+	if (!w) {
+		close(fd);
+		return -1;
+	}
+	vroom_writer_set_cbs(w, NULL, progress, NULL, arg);
+	if (id)
+		snprintf(id, VROOM_ROOM_ID_MAX + 1, "%s", w->id);
+	size_t bufsz = 1u << 20;
+	uint8_t *buf = malloc(bufsz);
+	int rc = buf ? 0 : -1;
+	if (!buf)
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+	uint64_t total = 0;
+	while (rc == 0) {
+		ssize_t n = read(fd, buf, bufsz);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			vroom_seterr(err, VROOM_E_ARG, "reading %s: %s", path, strerror(errno));
+			rc = -1;
+		} else if (n == 0) {
+			break;
+		} else if ((total += (uint64_t)n) > (uint64_t)st.st_size) {
+			vroom_seterr(err, VROOM_E_ARG, "%s grew while it was being sent", path);
+			rc = -1;
+		} else {
+			rc = vroom_writer_write(w, buf, (size_t)n, err);
+		}
+	}
+	free(buf);
+	close(fd);
+	if (rc < 0) {
+		vroom_writer_free(w);
+		return -1;
+	}
+	return vroom_writer_close(w, NULL, 0, err);
+}
+
+int vroom_subscribe_topics_async(struct vroom *v, const char *room, const char *const *topics,
+				 size_t ntopics, vroom_cb cb, void *arg, struct vroom_error *err)
+{
+	if (v->state != VROOM_ST_READY) {
+		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
+		return -1;
+	}
+	if (!room || !*room || strlen(room) > VROOM_ROOM_ID_MAX || ntopics > WIRE_TOPICS_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "a room id of 1-%d characters and at most %d topics",
+			     VROOM_ROOM_ID_MAX, WIRE_TOPICS_MAX);
+		return -1;
+	}
+	uint64_t rid = ++v->next_rid;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_SUBSCRIBE, rid, 2);
+	wire_pack_cstr(pk, room);
+	msgpack_pack_array(pk, ntopics);
+	for (size_t i = 0; i < ntopics; i++)
+		wire_pack_cstr(pk, topics[i]);
+	wire_end(&v->out, 0);
+	return vroom_send_request(v, WIRE_SUBSCRIBE, rid, cb, arg, err);
+}
+
+/* ---------------------------------------------------------------- readers */
+
+int vroom_set_stream_handler(struct vroom *v, const char *topic, vroom_stream_handler h,
+			     void *arg, struct vroom_error *err)
+{
+	for (size_t i = 0; i < v->nhandlers; i++) {
+		const char *t = v->handlers[i].topic;
+		if ((!t && !topic) || (t && topic && strcmp(t, topic) == 0)) {
+			vroom_seterr(err, VROOM_E_ARG, "topic '%s' already has a handler",
+				     topic ? topic : "(any)");
+			return -1;
+		}
+	}
+	if (v->nhandlers == VROOM_MAX_HANDLERS) {
+		vroom_seterr(err, VROOM_E_ARG, "at most %d stream handlers", VROOM_MAX_HANDLERS);
+		return -1;
+	}
+	char *copy = topic ? strdup(topic) : NULL;
+	if (topic && !copy) {
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+		return -1;
+	}
+	v->handlers[v->nhandlers].topic = copy;
+	v->handlers[v->nhandlers].fn = h;
+	v->handlers[v->nhandlers].arg = arg;
+	v->nhandlers++;
+	return 0;
+}
+
+uint64_t vroom_streams_dropped(const struct vroom *v)
+{
+	return v->streams_dropped;
+}
+
+static char *dup_str(const struct wire_str *s)
+{
+	return strndup(s->ptr, s->len);
+}
+
+static void reader_free(struct vroom_reader *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	if (r->tmp)
+		unlink(r->tmp);
+	for (int i = 0; i < 6; i++)
+		free(r->strs[i]);
+	for (size_t i = 0; i < r->nattrs; i++) {
+		free((char *)r->attrs[i].key);
+		free((char *)r->attrs[i].value);
+	}
+	free(r->attrs);
+	free(r->buf);
+	free(r->dir);
+	free(r->tmp);
+	free(r->path);
+	XXH3_freeState(r->hash);
+	free(r);
+}
+
+/* Sets or adds key=value (copied): close attributes override open ones. */
+static int attr_set(struct vroom_reader *r, const msgpack_object *k, const msgpack_object *val)
+{
+	if (k->type != MSGPACK_OBJECT_STR || val->type != MSGPACK_OBJECT_STR)
+		return 0;
+	for (size_t i = 0; i < r->nattrs; i++) {
+		if (strlen(r->attrs[i].key) == k->via.str.size &&
+		    memcmp(r->attrs[i].key, k->via.str.ptr, k->via.str.size) == 0) {
+			char *nv = strndup(val->via.str.ptr, val->via.str.size);
+			if (!nv)
+				return -1;
+			free((char *)r->attrs[i].value);
+			r->attrs[i].value = nv;
+			return 0;
+		}
+	}
+	struct vroom_attr *a = realloc(r->attrs, (r->nattrs + 1) * sizeof(*a));
+	if (!a)
+		return -1;
+	r->attrs = a;
+	a[r->nattrs].key = strndup(k->via.str.ptr, k->via.str.size);
+	a[r->nattrs].value = strndup(val->via.str.ptr, val->via.str.size);
+	r->nattrs++;
+	r->info.attrs = r->attrs;
+	r->info.nattrs = r->nattrs;
+	return 0;
+}
+
+static struct vroom_reader *reader_find(struct vroom *v, const char *id, size_t len)
+{
+	struct vroom_reader *r;
+	TAILQ_FOREACH(r, &v->readers, link)
+		if (strlen(r->info.id) == len && memcmp(r->info.id, id, len) == 0)
+			return r;
+	return NULL;
+}
+
+static void warn_dropped(struct vroom *v, const char *topic)
+{
+	v->streams_dropped++;
+	for (size_t i = 0; i < v->nwarned; i++)
+		if (strcmp(v->warned[i], topic) == 0)
+			return;
+	if (v->nwarned < VROOM_MAX_WARNED) {
+		char *t = strdup(topic);
+		if (t)
+			v->warned[v->nwarned++] = t;
+	}
+	fprintf(stderr, "libvroom: no handler for streams of topic '%s'; dropping them\n", topic);
+}
+
+/* [310, 0, room, id, sender, topic, name, mime, size|nil, attrs, dests, ts] */
+void vroom_streams_on_opened(struct vroom *v, const struct wire_msg *m)
+{
+	const struct wire_str *topic = &m->f[3].s;
+	struct vroom_handler *h = NULL;
+	for (size_t i = 0; i < v->nhandlers; i++) {
+		const char *t = v->handlers[i].topic;
+		if (t && strlen(t) == topic->len && memcmp(t, topic->ptr, topic->len) == 0)
+			h = &v->handlers[i];
+		else if (!t && !h)
+			h = &v->handlers[i];
+	}
+	char topicbuf[WIRE_TOPIC_MAX + 1];
+	snprintf(topicbuf, sizeof(topicbuf), "%.*s", (int)topic->len, topic->ptr);
+	if (!h) {
+		warn_dropped(v, topicbuf);
+		return;
+	}
+	struct vroom_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return;
+	r->v = v;
+	r->fd = -1;
+	const int order[6] = {1, 0, 2, 3, 4, 5}; /* id, room, sender, topic, name, mime */
+	int ok = (r->hash = XXH3_createState()) && XXH3_64bits_reset(r->hash) == XXH_OK;
+	for (int i = 0; ok && i < 6; i++)
+		ok = (r->strs[i] = dup_str(&m->f[order[i]].s)) != NULL;
+	const msgpack_object *size = m->f[6].o, *attrs = m->f[7].o;
+	for (uint32_t i = 0; ok && i < attrs->via.map.size; i++)
+		ok = attr_set(r, &attrs->via.map.ptr[i].key, &attrs->via.map.ptr[i].val) == 0;
+	if (!ok) {
+		reader_free(r);
+		return;
+	}
+	r->info = (struct vroom_stream_info){
+		.id = r->strs[0], .room = r->strs[1], .sender = r->strs[2], .topic = r->strs[3],
+		.name = r->strs[4], .mime = r->strs[5],
+		.size = size->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)size->via.u64 : -1,
+		.timestamp_ms = m->f[9].u, .attrs = r->attrs, .nattrs = r->nattrs,
+	};
+	TAILQ_INSERT_TAIL(&v->readers, r, link);
+	h->fn(v, r, h->arg);
+	if (!r->reading) {
+		TAILQ_REMOVE(&v->readers, r, link);
+		reader_free(r);
+	}
+}
+
+/* Records why the reader failed (the first reason wins): "what: detail". */
+static void reader_fail(struct vroom_reader *r, const char *what, const char *detail)
+{
+	if (!r->fail[0])
+		snprintf(r->fail, sizeof(r->fail), "%s%s%s", what, detail ? ": " : "",
+			 detail ? detail : "");
+}
+
+/* [311, 0, id, offset, data] */
+void vroom_streams_on_data(struct vroom *v, const struct wire_msg *m)
+{
+	struct vroom_reader *r = reader_find(v, m->f[0].s.ptr, m->f[0].s.len);
+	if (!r || r->fail[0])
+		return;
+	const uint8_t *p = (const uint8_t *)m->f[2].s.ptr;
+	size_t len = m->f[2].s.len;
+	if (m->f[1].u != r->received) {
+		reader_fail(r, "data out of order", NULL);
+		return;
+	}
+	XXH3_64bits_update(r->hash, p, len);
+	r->received += len;
+	if (r->collect) {
+		if (r->buflen + len > r->collect_max) {
+			reader_fail(r, "stream larger than the reader's limit", NULL);
+			return;
+		}
+		if (r->buflen + len > r->bufcap) {
+			size_t cap = r->bufcap ? r->bufcap : 65536;
+			while (cap < r->buflen + len)
+				cap *= 2;
+			uint8_t *nb = realloc(r->buf, cap);
+			if (!nb) {
+				reader_fail(r, "out of memory", NULL);
+				return;
+			}
+			r->buf = nb;
+			r->bufcap = cap;
+		}
+		memcpy(r->buf + r->buflen, p, len);
+		r->buflen += len;
+	}
+	for (size_t done = 0; r->fd >= 0 && done < len;) {
+		ssize_t n = write(r->fd, p + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			reader_fail(r, "writing the file", strerror(errno));
+			break;
+		}
+		done += (size_t)n;
+	}
+	if (r->cbs.chunk)
+		r->cbs.chunk(r, p, len, r->arg);
+	if (r->cbs.progress)
+		r->cbs.progress(r, r->received, r->info.size, r->arg);
+}
+
+/* Moves the finished temporary file to its final name, never replacing an
+ * existing file unless asked: link() fails on an existing name. */
+static int reader_place(struct vroom_reader *r)
+{
+	char name[256], path[4096];
+	vroom_sanitize_name(r->info.name, r->info.id, name, sizeof(name));
+	for (int i = 0; i < 1000; i++) {
+		if (i == 0)
+			snprintf(path, sizeof(path), "%s/%s", r->dir, name);
+		else
+			snprintf(path, sizeof(path), "%s/%s.%d", r->dir, name, i);
+		if (r->overwrite ? rename(r->tmp, path) == 0 : link(r->tmp, path) == 0) {
+			if (!r->overwrite)
+				unlink(r->tmp);
+			free(r->tmp);
+			r->tmp = NULL;
+			r->path = strdup(path);
+			return 0;
+		}
+		if (errno != EEXIST)
+			break;
+	}
+	reader_fail(r, "cannot place the file", strerror(errno));
+	return -1;
+}
+
+/* [312, 0, id, status, reason, attrs, length, xxh3|nil] */
+void vroom_streams_on_end(struct vroom *v, const struct wire_msg *m)
+{
+	struct vroom_writer *w = writer_find(v, m->f[0].s.ptr, m->f[0].s.len);
+	if (w) {
+		/* The node ended our own stream: an error, a timeout, or its room
+		 * closed. */
+		struct vroom_error e;
+		vroom_seterr(&e, VROOM_E_INTERNAL, "stream %s: %.*s: %.*s", w->id,
+			     (int)m->f[1].s.len, m->f[1].s.ptr, (int)m->f[2].s.len, m->f[2].s.ptr);
+		writer_finish(w, &e);
+		return;
+	}
+	struct vroom_reader *r = reader_find(v, m->f[0].s.ptr, m->f[0].s.len);
+	if (!r)
+		return;
+	char status[16], reason[WIRE_REASON_MAX + 64];
+	snprintf(status, sizeof(status), "%.*s", (int)m->f[1].s.len, m->f[1].s.ptr);
+	snprintf(reason, sizeof(reason), "%.*s", (int)m->f[2].s.len, m->f[2].s.ptr);
+	const msgpack_object *attrs = m->f[3].o, *sum = m->f[5].o;
+	for (uint32_t i = 0; i < attrs->via.map.size; i++)
+		attr_set(r, &attrs->via.map.ptr[i].key, &attrs->via.map.ptr[i].val);
+	struct vroom_stream_end e = {.status = status, .reason = reason, .bytes = r->received};
+	if (strcmp(status, "ok") == 0) {
+		uint64_t mine = XXH3_64bits_digest(r->hash);
+		if (r->fail[0]) {
+			snprintf(reason, sizeof(reason), "%s", r->fail);
+		} else if (m->f[4].u != r->received) {
+			snprintf(reason, sizeof(reason), "size_mismatch: the node sent %llu bytes, %llu arrived",
+				 (unsigned long long)m->f[4].u, (unsigned long long)r->received);
+		} else if (r->info.size >= 0 && (uint64_t)r->info.size != r->received) {
+			snprintf(reason, sizeof(reason), "size_mismatch: declared %lld bytes, %llu arrived",
+				 (long long)r->info.size, (unsigned long long)r->received);
+		} else if (sum->type == MSGPACK_OBJECT_POSITIVE_INTEGER && sum->via.u64 != mine) {
+			snprintf(reason, sizeof(reason), "checksum_mismatch: XXH3-64 %016llx, expected %016llx",
+				 (unsigned long long)mine, (unsigned long long)sum->via.u64);
+		} else {
+			e.ok = 1;
+			e.checksum = sum->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+		}
+		if (!e.ok)
+			snprintf(status, sizeof(status), "error");
+	}
+	if (r->fd >= 0) {
+		if (e.ok && fsync(r->fd) < 0)
+			reader_fail(r, "syncing the file", strerror(errno));
+		close(r->fd);
+		r->fd = -1;
+		if (e.ok && reader_place(r) < 0) {
+			e.ok = 0;
+			snprintf(status, sizeof(status), "error");
+			snprintf(reason, sizeof(reason), "%s", r->fail);
+		}
+	}
+	TAILQ_REMOVE(&v->readers, r, link);
+	if (r->cbs.end)
+		r->cbs.end(r, &e, r->arg);
+	reader_free(r);
+}
+
+/* The connection is gone: every open reader and writer ends now. */
+void vroom_streams_lost(struct vroom *v, const struct vroom_error *why)
+{
+	struct vroom_writer *w;
+	TAILQ_FOREACH(w, &v->writers, link)
+		writer_finish(w, why);
+	struct vroom_reader *r;
+	while ((r = TAILQ_FIRST(&v->readers)) != NULL) {
+		TAILQ_REMOVE(&v->readers, r, link);
+		struct vroom_stream_end e = {.status = "error", .reason = why->message,
+					     .bytes = r->received};
+		if (r->cbs.end)
+			r->cbs.end(r, &e, r->arg);
+		reader_free(r);
+	}
+}
+
+void vroom_streams_free(struct vroom *v)
+{
+	struct vroom_writer *w;
+	while ((w = TAILQ_FIRST(&v->writers)) != NULL) {
+		TAILQ_REMOVE(&v->writers, w, link);
+		XXH3_freeState(w->hash);
+		free(w);
+	}
+	struct vroom_reader *r;
+	while ((r = TAILQ_FIRST(&v->readers)) != NULL) {
+		TAILQ_REMOVE(&v->readers, r, link);
+		reader_free(r);
+	}
+	for (size_t i = 0; i < v->nhandlers; i++)
+		free(v->handlers[i].topic);
+	for (size_t i = 0; i < v->nwarned; i++)
+		free(v->warned[i]);
+}
+
+const struct vroom_stream_info *vroom_reader_info(const struct vroom_reader *r)
+{
+	return &r->info;
+}
+
+void vroom_reader_set(struct vroom_reader *r, const struct vroom_reader_cbs *cbs, void *arg)
+{
+	if (cbs)
+		r->cbs = *cbs;
+	r->arg = arg;
+	r->reading = 1;
+}
+
+int vroom_reader_collect(struct vroom_reader *r, size_t max, struct vroom_error *err)
+{
+	if (r->info.size >= 0 && (uint64_t)r->info.size > max) {
+		vroom_seterr(err, VROOM_E_ARG, "the stream declares %lld bytes, over %zu",
+			     (long long)r->info.size, max);
+		return -1;
+	}
+	r->collect = 1;
+	r->collect_max = max;
+	r->reading = 1;
+	return 0;
+}
+
+const void *vroom_reader_data(const struct vroom_reader *r, size_t *len)
+{
+	*len = r->buflen;
+	return r->buf;
+}
+
+int vroom_reader_save(struct vroom_reader *r, const char *dir, int overwrite,
+		      struct vroom_error *err)
+{
+	char tmp[4096];
+	char safe_id[WIRE_STREAM_ID_MAX + 1];
+	vroom_sanitize_name(r->info.id, "stream", safe_id, sizeof(safe_id));
+	snprintf(tmp, sizeof(tmp), "%s/.%s.vroom-part", dir, safe_id);
+	r->fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (r->fd < 0) {
+		vroom_seterr(err, VROOM_E_ARG, "cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	r->tmp = strdup(tmp);
+	r->dir = strdup(dir);
+	r->overwrite = overwrite;
+	r->reading = 1;
+	if (!r->tmp || !r->dir) {
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+const char *vroom_reader_path(const struct vroom_reader *r)
+{
+	return r->path;
+}
+
+void vroom_sanitize_name(const char *name, const char *fallback, char *out, size_t cap)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)name; *p && n + 1 < cap; p++) {
+		unsigned char ch = *p;
+		if (ch == '/' || ch == '\\' || ch < 0x20 || ch == 0x7f)
+			ch = '_';
+		if (n == 0 && ch == '.')
+			ch = '_'; /* no hidden files, no "." or ".." */
+		out[n++] = (char)ch;
+	}
+	out[n] = '\0';
+	if (n == 0)
+		vroom_sanitize_name(fallback && *fallback ? fallback : "stream", "stream", out, cap);
+}
