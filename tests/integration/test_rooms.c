@@ -1,8 +1,9 @@
 /*
  * Integration tests of libvroom against a real vroomd: every room operation
  * and its errors, fan-out 1:1, 1:100 and n:n, ordering, room-closed events
- * (remove and idle expiry), what a disconnect takes with it, and payload
- * edges. One node serves all cases but the expiry one, which starts its own
+ * (remove and idle expiry), what a disconnect takes with it, payload edges,
+ * and what a handler may do with its own client (free it; make a blocking
+ * call). One node serves all cases but the expiry one, which starts its own
  * with --room-idle-timeout 1; the last case stops the node and checks that
  * it exited cleanly. Every wait is bounded by time.
  */
@@ -468,7 +469,7 @@ static void fan_on_push(struct vroom *v, const struct vroom_push *p, void *arg)
 	s->bad = 1;
 }
 
-static void fan_on_closed(struct vroom *v, const struct vroom_error *e, void *arg)
+static void fan_on_disconnected(struct vroom *v, const struct vroom_error *e, void *arg)
 {
 	struct fan_sub *s = arg;
 	s->bad = 1;
@@ -563,7 +564,7 @@ static void test_one_to_hundred(void **state)
 	struct fan *f = calloc(1, sizeof(*f));
 	assert_non_null(base);
 	assert_non_null(f);
-	struct vroom_handlers h = {.push = fan_on_push, .disconnected = fan_on_closed};
+	struct vroom_handlers h = {.push = fan_on_push, .disconnected = fan_on_disconnected};
 	char ident[32];
 
 	f->pub = vroom_new(base, NULL, NULL);
