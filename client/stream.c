@@ -351,6 +351,8 @@ static void on_wait_expired(evutil_socket_t fd, short what, void *arg)
 /* Runs the loop until cond(arg) or the wait limit without progress. */
 static int run_until(struct vroom *v, int (*cond)(void *), void *arg, struct vroom_error *err)
 {
+	if (vroom_in_callback(v, err))
+		return -1;
 	struct wait wt = {0};
 	struct event *t = evtimer_new(v->base, on_wait_expired, &wt);
 	struct timeval tv = {v->wait_ms / 1000, (v->wait_ms % 1000) * 1000};

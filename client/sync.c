@@ -51,7 +51,19 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
 	*expired = 1;
 }
 
-/* Runs the loop until w is done. 0, or -1 with *err set. */
+/* Refuses a blocking call from inside one of v's own callbacks: the loop
+ * that would have to run is the one already running below us. */
+int vroom_in_callback(struct vroom *v, struct vroom_error *err)
+{
+	if (!v->busy)
+		return 0;
+	vroom_seterr(err, VROOM_E_ARG,
+		     "a blocking call cannot be made from a handler; use the _async call");
+	return 1;
+}
+
+/* Runs the loop until w is done. 0, or -1 with *err set. On a timeout the
+ * request is detached from w, which lives on the caller's stack. */
 static int wait_for(struct vroom *v, struct waiter *w, struct vroom_error *err)
 {
 	int expired = 0;
@@ -65,6 +77,10 @@ static int wait_for(struct vroom *v, struct waiter *w, struct vroom_error *err)
 	if (t)
 		event_free(t);
 	if (!w->done) {
+		struct pending *p;
+		TAILQ_FOREACH(p, &v->pending, link)
+			if (p->arg == w)
+				p->cb = NULL;
 		vroom_seterr(err, VROOM_E_WAIT, "no reply from the node within %d ms", v->wait_ms);
 		return -1;
 	}
@@ -112,7 +128,8 @@ void vroom_close(struct vroom *v)
 int vroom_create(struct vroom *v, char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err)
 {
 	struct waiter w = {0};
-	if (vroom_create_async(v, on_reply, &w, err) < 0 || wait_for(v, &w, err) < 0)
+	if (vroom_in_callback(v, err) || vroom_create_async(v, on_reply, &w, err) < 0 ||
+	    wait_for(v, &w, err) < 0)
 		return -1;
 	snprintf(id, VROOM_ROOM_ID_MAX + 1, "%s", w.room);
 	return 0;
@@ -120,7 +137,7 @@ int vroom_create(struct vroom *v, char id[VROOM_ROOM_ID_MAX + 1], struct vroom_e
 
 #define SIMPLE(call)                                                                               \
 	struct waiter w = {0};                                                                     \
-	if ((call) < 0 || wait_for(v, &w, err) < 0)                                                \
+	if (vroom_in_callback(v, err) || (call) < 0 || wait_for(v, &w, err) < 0)                   \
 		return -1;                                                                         \
 	return 0
 
@@ -160,7 +177,8 @@ int vroom_info(struct vroom *v, const char *room, struct vroom_room_info *info,
 {
 	struct waiter w = {.info = info};
 	memset(info, 0, sizeof(*info));
-	if (vroom_info_async(v, room, on_reply, &w, err) < 0 || wait_for(v, &w, err) < 0)
+	if (vroom_in_callback(v, err) || vroom_info_async(v, room, on_reply, &w, err) < 0 ||
+	    wait_for(v, &w, err) < 0)
 		return -1;
 	return 0;
 }
@@ -178,7 +196,8 @@ int vroom_push(struct vroom *v, const char *room, uint8_t dtype, const void *dat
 	       uint64_t *seq, struct vroom_error *err)
 {
 	struct waiter w = {0};
-	if (vroom_push_async(v, room, dtype, data, len, on_reply, &w, err) < 0 ||
+	if (vroom_in_callback(v, err) ||
+	    vroom_push_async(v, room, dtype, data, len, on_reply, &w, err) < 0 ||
 	    wait_for(v, &w, err) < 0)
 		return -1;
 	if (seq)
@@ -195,6 +214,8 @@ static void on_run_timer(evutil_socket_t fd, short what, void *arg)
 int vroom_run(struct vroom *v, int timeout_ms, struct vroom_error *err)
 {
 	struct event *t = NULL;
+	if (vroom_in_callback(v, err))
+		return -1;
 	if (v->state == VROOM_ST_CLOSED) {
 		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
 		return -1;

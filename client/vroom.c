@@ -275,7 +275,9 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct wire_msg m;
 
 	v->busy++;
-	while (v->state != VROOM_ST_CLOSED) {
+	/* vroom_free() from a handler stops the dispatch here: nothing more
+	 * reaches handlers whose state the caller may have freed with it. */
+	while (v->state != VROOM_ST_CLOSED && !v->free_asked) {
 		size_t avail = evbuffer_get_length(in), used;
 		if (avail < WIRE_HDR)
 			break;

@@ -8,7 +8,10 @@
  * the reply arrives, for simple programs and scripts.
  *
  * Threads: a struct vroom belongs to the thread running its event base.
- * Strings passed to callbacks are valid only during the callback.
+ * Strings passed to callbacks are valid only during the callback. Inside a
+ * callback use the _async calls: a blocking call there fails with
+ * VROOM_E_ARG. vroom_free() may be called from a callback; nothing more is
+ * dispatched after it.
  */
 #ifndef VROOM_H
 #define VROOM_H

@@ -66,6 +66,7 @@ struct vroom {
 
 void vroom_seterr(struct vroom_error *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+int vroom_in_callback(struct vroom *v, struct vroom_error *err);
 int vroom_send_request(struct vroom *v, unsigned type, uint64_t rid, vroom_cb cb, void *arg,
 		       struct vroom_error *err);
 

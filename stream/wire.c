@@ -385,6 +385,10 @@ enum wire_status wire_parse(struct wire_dec *d, const uint8_t *buf, size_t len,
 			}
 			if (!field_ok(*s, &a[2 + k], &msg->f[k]))
 				return bad(d, WIRE_E_BAD_FRAME, "frame field has the wrong type");
+			/* msgpack-c gives an empty fixstr a NULL (or stale) pointer:
+			 * keep every str/bin field a range inside the frame */
+			if ((*s == 's' || *s == 'b') && msg->f[k].s.len == 0)
+				msg->f[k].s.ptr = (const char *)body;
 			k++;
 		}
 		msg->nfields = k;

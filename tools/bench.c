@@ -32,6 +32,10 @@ struct bench {
 	int connected, subscribed, failed;
 	long sent, acked, delivered, disorder;
 	uint64_t *last_seq; /* per subscriber */
+	uint64_t stream_bytes;
+	struct vroom_writer *writer;
+	uint64_t written;
+	int streams_ok, streams_bad;
 	unsigned char *payload;
 	double t0, t_end;
 };
@@ -97,17 +101,76 @@ static void pump(struct bench *b)
 	}
 }
 
+/* Stream mode: offer the writer as much as its window takes. */
+static void stream_pump(struct vroom_writer *w, void *arg)
+{
+	struct bench *b = arg;
+	struct vroom_error e;
+	while (b->written < b->stream_bytes) {
+		uint64_t left = b->stream_bytes - b->written;
+		size_t n = left < b->size ? (size_t)left : b->size;
+		long took = vroom_writer_offer(w, b->payload, n, &e);
+		if (took < 0) {
+			fail(b, &e, "stream");
+			return;
+		}
+		b->written += (uint64_t)took;
+		if ((size_t)took < n)
+			return; /* the window is full: wait for credit */
+	}
+	/* All written: close (writable is not called again once closing). */
+	if (vroom_writer_close_async(w, NULL, 0, &e) < 0)
+		fail(b, &e, "close");
+}
+
+static void stream_done(struct vroom_writer *w, const struct vroom_error *e, void *arg)
+{
+	if (e)
+		fail(arg, e, "stream");
+}
+
+static void stream_end(struct vroom_reader *r, const struct vroom_stream_end *e, void *arg)
+{
+	struct bench *b = arg;
+	if (e->ok && e->bytes == b->stream_bytes)
+		b->streams_ok++;
+	else
+		b->streams_bad++;
+	if (b->streams_ok + b->streams_bad == b->nsubs) {
+		b->t_end = now_s();
+		event_base_loopbreak(b->base);
+	}
+}
+
+static void stream_handler(struct vroom *v, struct vroom_reader *r, void *arg)
+{
+	struct vroom_reader_cbs cbs = {.end = stream_end};
+	vroom_reader_set(r, &cbs, arg);
+}
+
 static void on_subscribed(struct vroom *v, const struct vroom_result *r, void *arg)
 {
 	struct bench *b = arg;
+	struct vroom_error e;
 	if (r->err) {
 		fail(b, r->err, "subscribe");
 		return;
 	}
-	if (++b->subscribed == b->nsubs) {
-		b->t0 = now_s();
+	if (++b->subscribed < b->nsubs)
+		return;
+	b->t0 = now_s();
+	if (!b->stream_bytes) {
 		pump(b);
+		return;
 	}
+	struct vroom_stream_opts o = {.name = "bench", .size = (int64_t)b->stream_bytes};
+	b->writer = vroom_stream_open(b->pub, b->room, &o, &e);
+	if (!b->writer) {
+		fail(b, &e, "stream");
+		return;
+	}
+	vroom_writer_set_cbs(b->writer, stream_pump, NULL, stream_done, b);
+	stream_pump(b->writer, b);
 }
 
 static void on_created(struct vroom *v, const struct vroom_result *r, void *arg)
@@ -147,7 +210,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vroom-bench [-s HOST:PORT] [--subs N] [--size BYTES] [--count N]\n"
-		   "                   [--window N] [--max-seconds S]\n");
+		   "                   [--window N] [--max-seconds S] [--stream BYTES]\n");
 }
 
 int main(int argc, char **argv)
@@ -156,19 +219,21 @@ int main(int argc, char **argv)
 		{"server", required_argument, 0, 's'}, {"subs", required_argument, 0, 'n'},
 		{"size", required_argument, 0, 'z'},   {"count", required_argument, 0, 'c'},
 		{"window", required_argument, 0, 'w'}, {"max-seconds", required_argument, 0, 't'},
+		{"stream", required_argument, 0, 'S'},
 		{"help", no_argument, 0, 'h'},	       {0, 0, 0, 0},
 	};
 	struct bench b = {.server = VROOM_DEFAULT_SERVER, .nsubs = 10, .size = 1024,
 			  .count = 100000, .window = 256, .max_seconds = 60};
-	int o;
+	int o, size_set = 0;
 	while ((o = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 's': b.server = optarg; break;
 		case 'n': b.nsubs = atoi(optarg); break;
-		case 'z': b.size = (size_t)atol(optarg); break;
+		case 'z': b.size = (size_t)atol(optarg); size_set = 1; break;
 		case 'c': b.count = atol(optarg); break;
 		case 'w': b.window = atol(optarg); break;
 		case 't': b.max_seconds = atof(optarg); break;
+		case 'S': b.stream_bytes = strtoull(optarg, NULL, 10); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -177,6 +242,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (b.stream_bytes && !size_set)
+		b.size = 1u << 20; /* write size in stream mode */
 	const char *s = getenv("VROOM_SERVER");
 	if (s && *s && b.server == (const char *)VROOM_DEFAULT_SERVER)
 		b.server = s;
@@ -196,6 +263,8 @@ int main(int argc, char **argv)
 		b.subs[i] = vroom_new(b.base, &h, &b);
 		if (vroom_connect(b.subs[i], b.server, id, on_connected, &b, &e) < 0)
 			return fail(&b, &e, "connect"), 1;
+		if (b.stream_bytes && vroom_set_stream_handler(b.subs[i], NULL, stream_handler, &b, &e) < 0)
+			return fail(&b, &e, "handler"), 1;
 	}
 	struct event *deadline = evtimer_new(b.base, on_deadline, &b);
 	struct timeval tv = {(time_t)b.max_seconds, 0};
@@ -203,8 +272,18 @@ int main(int argc, char **argv)
 	event_base_dispatch(b.base);
 
 	double secs = b.t_end > b.t0 && b.t0 > 0 ? b.t_end - b.t0 : 0;
+	if (b.stream_bytes) {
+		if (secs > 0)
+			printf("stream subs=%d bytes=%llu seconds=%.3f MB/s-per-receiver=%.1f "
+			       "MB/s-total=%.1f verified=%d failed=%d\n",
+			       b.nsubs, (unsigned long long)b.stream_bytes, secs,
+			       (double)b.stream_bytes / secs / 1e6,
+			       (double)b.stream_bytes * b.nsubs / secs / 1e6, b.streams_ok,
+			       b.streams_bad);
+		b.count = 0;
+	}
 	long expected = b.count * b.nsubs;
-	if (secs > 0)
+	if (secs > 0 && !b.stream_bytes)
 		printf("subs=%d size=%zu count=%ld window=%ld seconds=%.3f pushes/s=%.0f "
 		       "deliveries/s=%.0f MB/s=%.1f lost=%ld disorder=%ld\n",
 		       b.nsubs, b.size, b.count, b.window, secs, b.acked / secs, b.delivered / secs,
@@ -218,5 +297,7 @@ int main(int argc, char **argv)
 	free(b.subs);
 	free(b.last_seq);
 	free(b.payload);
+	if (b.stream_bytes)
+		return b.failed || b.streams_ok != b.nsubs ? 1 : 0;
 	return b.failed || b.delivered != expected || b.disorder ? 1 : 0;
 }

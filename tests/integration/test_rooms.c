@@ -1197,17 +1197,32 @@ struct relay {
 	const char *to;
 };
 
+static void relay_ack(struct vroom *v, const struct vroom_result *res, void *arg)
+{
+	struct relay *r = arg;
+	r->seq = res->err ? 0 : res->seq;
+	vroom_stop(v);
+}
+
+/* The documented rule: a blocking call from a handler is refused before
+ * anything is sent; the _async call does the job. */
 static void relay_push(struct vroom *v, const struct vroom_push *p, void *arg)
 {
 	struct relay *r = arg;
 	r->handled++;
 	r->rc = vroom_push(v, r->to, p->dtype, p->data, p->len, &r->seq, &r->err);
-	vroom_stop(v);
+	if (r->rc == 0 || r->err.code != VROOM_E_ARG)
+		return;
+	struct vroom_error e;
+	if (vroom_push_async(v, r->to, p->dtype, p->data, p->len, relay_ack, r, &e) < 0)
+		r->err = e;
 }
 
-/* In a child process, as the scenario may corrupt memory: a bot forwards
- * each push it receives with a blocking vroom_push() from its handler. Exit
- * 0 if that worked; else a message on stderr and 10 + step. */
+/* In a child process, as the scenario could corrupt memory if the library
+ * got it wrong: a bot forwards a push it receives. In its handler a blocking
+ * vroom_push() must be refused with VROOM_E_ARG (the loop cannot re-enter
+ * itself), and vroom_push_async() must deliver the message exactly once.
+ * Exit 0 if so; else a message on stderr and 10 + step. */
 static int relay_child(void)
 {
 	struct relay r = {0};
@@ -1227,14 +1242,14 @@ static int relay_child(void)
 		return 12;
 	r.to = out;
 	long long deadline = spawn_now_ms() + WAIT_MS;
-	while (!r.handled && spawn_now_ms() < deadline)
+	while (!r.seq && spawn_now_ms() < deadline)
 		if (vroom_run(bot, 50, &e) < 0)
 			return 13;
-	if (!r.handled)
+	if (r.handled != 1)
 		return 14;
-	if (r.rc < 0) {
-		fprintf(stderr, "relay: vroom_push() in the handler failed: %s: %s\n",
-			vroom_code_name(r.err.code), r.err.message);
+	if (r.rc != -1 || r.err.code != VROOM_E_ARG) {
+		fprintf(stderr, "relay: vroom_push() in the handler was not refused: rc %d, %s: %s\n",
+			r.rc, vroom_code_name(r.err.code), r.err.message);
 		return 15;
 	}
 	if (r.seq != 1 || pump_until(watch, &watch->n, 1, WAIT_MS) < 0)
