@@ -65,6 +65,13 @@ int cli_usage(const char *fmt, ...)
 	return 2;
 }
 
+int cli_timeout_ms(const struct cli *c)
+{
+	if (c->timeout_s < 0)
+		return -1;
+	return c->timeout_s > 86400.0 * 24 ? 86400 * 24 * 1000 : (int)(c->timeout_s * 1000);
+}
+
 static struct vroom *connect_or_die(const struct cli *c, const struct vroom_handlers *h,
 				    void *arg)
 {
@@ -288,10 +295,8 @@ static int cmd_sub(struct cli *c)
 	if (c->verbose)
 		fprintf(stderr, "vroom: subscribed to %s\n", c->pos[1]);
 	int rc = 0;
-	if (c->count != 0) {
-		int ms = c->timeout_s < 0 ? -1 : (int)(c->timeout_s * 1000);
-		rc = vroom_run(v, ms, &e);
-	}
+	if (c->count != 0)
+		rc = vroom_run(v, cli_timeout_ms(c), &e);
 	vroom_close(v);
 	if (s.write_failed) {
 		fprintf(stderr, "vroom: io: cannot write to stdout\n");

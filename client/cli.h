@@ -26,6 +26,9 @@ int cli_fail(const struct vroom_error *e);
 /* Prints a usage error and returns exit status 2. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* --timeout in milliseconds for vroom_run(): -1 for none, at most 24 days. */
+int cli_timeout_ms(const struct cli *c);
+
 /* Byte-stream commands (cli_stream.c). */
 int cli_send(struct cli *c);
 int cli_stream(struct cli *c);

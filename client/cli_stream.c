@@ -67,9 +67,10 @@ static void progress_show(struct progress *p, uint64_t done, int64_t total)
 	if (p->tty)
 		fprintf(stderr, "\r\033[K%.40s  %s / %s  %3d%%  %s/s%s%s", p->label, d,
 			total >= 0 ? tot : "?", pct < 0 ? 0 : pct, r, eta, final ? "\n" : "");
+	else if (pct >= 0)
+		fprintf(stderr, "%s: %s of %s (%d%%) at %s/s\n", p->label, d, tot, pct, r);
 	else
-		fprintf(stderr, "%s: %s of %s (%d%%) at %s/s\n", p->label, d, total >= 0 ? tot : "?",
-			pct, r);
+		fprintf(stderr, "%s: %s at %s/s\n", p->label, d, r);
 }
 
 static void send_progress(void *arg, uint64_t acked, int64_t total)
@@ -304,7 +305,7 @@ int cli_recv(struct cli *c)
 		fprintf(stderr, "vroom: subscribed to %s\n", c->pos[1]);
 	int rc = 0;
 	if (c->count != 0)
-		rc = vroom_run(s.v, c->timeout_s < 0 ? -1 : (int)(c->timeout_s * 1000), &e);
+		rc = vroom_run(s.v, cli_timeout_ms(c), &e);
 	vroom_close(s.v);
 	if (s.closed) {
 		fprintf(stderr, "vroom: room_closed: room %s closed (%s)\n", c->pos[1], s.reason);

@@ -301,7 +301,7 @@ int vroom_writer_abort(struct vroom_writer *w, const char *reason, struct vroom_
 	wire_end(&v->out, 0);
 	bufferevent_write(v->bev, v->out.p, v->out.len);
 	struct vroom_error e;
-	vroom_seterr(&e, VROOM_E_ARG, "aborted: %s", reason ? reason : "");
+	vroom_seterr(&e, VROOM_E_ABORTED, "aborted by the sender: %s", reason ? reason : "");
 	writer_finish(w, &e);
 	return 0;
 }
@@ -426,6 +426,8 @@ int vroom_send_bytes(struct vroom *v, const char *room, const struct vroom_strea
 		     const void *data, size_t len, vroom_progress_cb progress, void *arg,
 		     char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err)
 {
+	if (vroom_in_callback(v, err))
+		return -1;
 	struct vroom_stream_opts opts = o ? *o : (struct vroom_stream_opts){.size = -1};
 	opts.size = (int64_t)len;
 	struct vroom_writer *w = vroom_stream_open(v, room, &opts, err);
@@ -476,6 +478,8 @@ int vroom_send_file(struct vroom *v, const char *room, const char *path,
 		    const struct vroom_stream_opts *o, vroom_progress_cb progress, void *arg,
 		    char id[VROOM_ROOM_ID_MAX + 1], struct vroom_error *err)
 {
+	if (vroom_in_callback(v, err))
+		return -1;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -805,11 +809,22 @@ void vroom_streams_on_end(struct vroom *v, const struct wire_msg *m)
 {
 	struct vroom_writer *w = writer_find(v, m->f[0].s.ptr, m->f[0].s.len);
 	if (w) {
-		/* The node ended our own stream: an error, a timeout, or its room
-		 * closed. */
+		/* The node ended our own stream. Its reason for an error reads
+		 * "name: message"; the name gives the code back. */
 		struct vroom_error e;
-		vroom_seterr(&e, VROOM_E_INTERNAL, "stream %s: %.*s: %.*s", w->id,
-			     (int)m->f[1].s.len, m->f[1].s.ptr, (int)m->f[2].s.len, m->f[2].s.ptr);
+		const struct wire_str *st = &m->f[1].s, *why = &m->f[2].s;
+		int code = VROOM_E_ABORTED;
+		if (st->len == 7 && memcmp(st->ptr, "timeout", 7) == 0)
+			code = VROOM_E_TIMEOUT;
+		for (int c = 1; st->len == 5 && memcmp(st->ptr, "error", 5) == 0 && c < 100; c++) {
+			const char *name = wire_err_name(c);
+			size_t nl = strlen(name);
+			if (strcmp(name, "unknown") && why->len > nl && why->ptr[nl] == ':' &&
+			    memcmp(why->ptr, name, nl) == 0)
+				code = c;
+		}
+		vroom_seterr(&e, code, "stream %s ended (%.*s): %.*s", w->id, (int)st->len,
+			     st->ptr, (int)why->len, why->ptr);
 		writer_finish(w, &e);
 		return;
 	}

@@ -34,6 +34,7 @@ const char *vroom_code_name(int code)
 	case VROOM_E_PROTOCOL: return "protocol";
 	case VROOM_E_ARG: return "argument";
 	case VROOM_E_WAIT: return "wait_timeout";
+	case VROOM_E_ABORTED: return "aborted";
 	}
 	return wire_err_name(code);
 }
@@ -135,8 +136,10 @@ static void on_error(struct vroom *v, const struct wire_msg *m)
 	copy_str(msg, sizeof(msg), &m->f[1].s);
 	vroom_seterr(&e, (int)m->f[0].u, "%s", msg);
 	struct pending *p = m->rid ? pending_take(v, m->rid) : NULL;
-	if (wire_err_fatal((int)m->f[0].u))
-		v->node_err = e; /* the node closes next: this is why */
+	/* A fatal code, or any error not tied to a request (a refusal at
+	 * accept: limit, shutdown), is why the node closes next. */
+	if (wire_err_fatal((int)m->f[0].u) || m->rid == 0)
+		v->node_err = e;
 	if (p) {
 		struct vroom_result r = {.err = &e};
 		pending_finish(v, p, &r);

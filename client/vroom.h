@@ -48,12 +48,21 @@ enum vroom_code {
 	VROOM_E_NOT_OWNER = 22,
 	VROOM_E_LIMIT = 23,
 	VROOM_E_BAD_REQUEST = 24,
+	VROOM_E_UNKNOWN_STREAM = 30,
+	VROOM_E_STREAM_EXISTS = 31,
+	VROOM_E_BAD_OFFSET = 32,
+	VROOM_E_OVER_SIZE = 33,
+	VROOM_E_CHUNK_TOO_LARGE = 34,
+	VROOM_E_SIZE_MISMATCH = 35,
+	VROOM_E_CHECKSUM = 36,
+	VROOM_E_WINDOW = 37,
 	VROOM_E_INTERNAL = 99,
 	VROOM_E_CONNECT = 1000,	 /* could not connect */
 	VROOM_E_CLOSED = 1001,	 /* the connection closed */
 	VROOM_E_PROTOCOL = 1002, /* the node sent something this library cannot read */
 	VROOM_E_ARG = 1003,	 /* a bad argument to a library call */
 	VROOM_E_WAIT = 1004,	 /* a blocking call ran out of time */
+	VROOM_E_ABORTED = 1005,	 /* a stream was aborted (by its sender or the node) */
 };
 
 struct vroom_error {

@@ -26,12 +26,14 @@ static void usage(FILE *f)
 		"  --listen HOST:PORT          client listener (default %s; port 0 picks one)\n"
 		"  --insecure                  allow a non-loopback listener without tokens\n"
 		"  --room-idle-timeout SECONDS destroy rooms with no data for this long (default 300)\n"
-		"  --hello-timeout SECONDS     close connections silent this long before HELLO (default 5)\n"
+		"  --hello-timeout SECONDS     close connections without HELLO this long after accept\n"
+		"                              (default 5)\n"
 		"  --frame-max BYTES           largest frame accepted (default 1048576)\n"
 		"  --max-pending BYTES         pending output per connection before it is dropped as a\n"
 		"                              slow consumer (default 8388608)\n"
 		"  --max-conns N               client connections (default 10000)\n"
 		"  --max-subs N                subscriptions per connection (default 1024)\n"
+		"  --max-grants N              grants per room (default 256)\n"
 		"  --max-streams N             streams a connection may send at once (default 64)\n"
 		"  --chunk-max BYTES           largest stream chunk (default 131072)\n"
 		"  --stream-window BYTES       bytes of one stream the node holds (default 1048576)\n"
@@ -66,7 +68,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
 	enum { O_LISTEN = 256, O_INSECURE, O_IDLE, O_HELLO, O_FRAME, O_PENDING, O_CONNS, O_SUBS,
-	       O_LOG, O_HELP, O_VERSION, O_STREAMS, O_CHUNK, O_WINDOW, O_SIDLE, O_SLOW };
+	       O_LOG, O_HELP, O_VERSION, O_STREAMS, O_CHUNK, O_WINDOW, O_SIDLE, O_SLOW, O_GRANTS };
 	static const struct option opts[] = {
 		{"listen", required_argument, 0, O_LISTEN},
 		{"insecure", no_argument, 0, O_INSECURE},
@@ -77,6 +79,7 @@ int main(int argc, char **argv)
 		{"max-conns", required_argument, 0, O_CONNS},
 		{"max-subs", required_argument, 0, O_SUBS},
 		{"max-streams", required_argument, 0, O_STREAMS},
+		{"max-grants", required_argument, 0, O_GRANTS},
 		{"chunk-max", required_argument, 0, O_CHUNK},
 		{"stream-window", required_argument, 0, O_WINDOW},
 		{"stream-idle-timeout", required_argument, 0, O_SIDLE},
@@ -126,6 +129,11 @@ int main(int argc, char **argv)
 			if (parse_num("--max-subs", optarg, 1, &v) < 0)
 				return 2;
 			cfg.max_subs = v;
+			break;
+		case O_GRANTS:
+			if (parse_num("--max-grants", optarg, 1, &v) < 0)
+				return 2;
+			cfg.max_grants = v;
 			break;
 		case O_STREAMS:
 			if (parse_num("--max-streams", optarg, 1, &v) < 0)

@@ -172,9 +172,19 @@ static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *
 		}
 	}
 	if (s) {
-		/* Subscribing again replaces the topic filter. */
-		conn_unsubscribe(c, s);
-		s = NULL;
+		/* Subscribing again replaces the topic filter for streams opened
+		 * from now on; streams already open go on. */
+		room_sub_clear_topics(s);
+		int bad = 0;
+		for (uint32_t i = 0; !bad && topics && i < topics->via.array.size; i++)
+			bad = room_sub_add_topic(s, topics->via.array.ptr[i].via.str.ptr,
+						 topics->via.array.ptr[i].via.str.size,
+						 WIRE_TOPICS_MAX) < 0;
+		if (bad)
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
+		else
+			reply_ok(n, c, m->rid);
+		return;
 	}
 	{
 		int rc = conn_subscribe(c, r);

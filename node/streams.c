@@ -112,11 +112,24 @@ static void end_stream(struct node *n, struct strm *s, const char *status, const
 		       int tell_sender)
 {
 	struct conn *sender = strm_sender(s);
-	struct wire_buf *b = node_scratch(n);
-	enc_end(b, s, status, reason, NULL, 0);
-	fan_out(s, b, NULL, 0, 0);
-	if (tell_sender && sender)
-		conn_send(sender, b);
+	uint64_t rid;
+	if (strm_closing(s, &rid)) {
+		/* The receivers already have their END (ok) and every byte was
+		 * handed on: the close stands, and its reply is due now. */
+		if (sender) {
+			struct wire_buf *b = node_scratch(n);
+			msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
+			msgpack_pack_uint64(pk, strm_offset(s));
+			wire_end(b, 0);
+			conn_send(sender, b);
+		}
+	} else {
+		struct wire_buf *b = node_scratch(n);
+		enc_end(b, s, status, reason, NULL, 0);
+		fan_out(s, b, NULL, 0, 0);
+		if (tell_sender && sender)
+			conn_send(sender, b);
+	}
 	if (sender)
 		conn_stream_del(sender, s);
 	node_counters(n)->streams_ended++;

@@ -335,6 +335,15 @@ int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t
 	return 0;
 }
 
+void room_sub_clear_topics(struct room_sub *s)
+{
+	for (size_t i = 0; i < s->ntopics; i++)
+		free(s->topics[i]);
+	free(s->topics);
+	s->topics = NULL;
+	s->ntopics = 0;
+}
+
 int room_sub_wants(const struct room_sub *s, const char *topic, size_t len)
 {
 	if (s->ntopics == 0)

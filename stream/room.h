@@ -80,6 +80,8 @@ const char *room_sub_identity(const struct room_sub *s);
 /* Restricts the byte streams delivered to these topics (copied). 0, or -1
  * at the limit of `max` topics or on no memory. */
 int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t max);
+/* Forgets the topic filter (s then wants every topic). */
+void room_sub_clear_topics(struct room_sub *s);
 /* Whether a stream of this topic goes to s: yes if s named no topic. */
 int room_sub_wants(const struct room_sub *s, const char *topic, size_t len);
 /* Open byte streams in the room (kept by the stream table). */

@@ -86,7 +86,7 @@ enum wire_err {
 	WIRE_E_NOT_OWNER = 22,
 	WIRE_E_LIMIT = 23,
 	WIRE_E_BAD_REQUEST = 24,
-	/* byte streams: each ends the stream, never the connection */
+	/* byte streams: never end the connection; 32-37 end the stream */
 	WIRE_E_UNKNOWN_STREAM = 30,
 	WIRE_E_STREAM_EXISTS = 31,
 	WIRE_E_BAD_OFFSET = 32,
