@@ -157,6 +157,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct node_counters *k = node_counters(n);
 	struct wire_msg msg;
 
+	node_mark_read(n); /* the delivery latency starts here */
 	while (c->state == CONN_HELLO || c->state == CONN_READY) {
 		size_t avail = evbuffer_get_length(in);
 		uint8_t hdr[WIRE_HDR];

@@ -20,6 +20,7 @@ struct vlog {
 	FILE *out;
 	int level;
 	int tty;
+	time_t swept; /* the second whose suppressed counts were last reported */
 	struct site sites[SITES];
 	unsigned next; /* round-robin victim when all sites are taken */
 };
@@ -37,8 +38,27 @@ struct vlog *vlog_new(FILE *out, int level)
 	return l;
 }
 
+static void prefix(struct vlog *l, int level);
+
+/* Reports what a site suppressed and forgets it. */
+static void report(struct vlog *l, struct site *s)
+{
+	if (s->suppressed) {
+		prefix(l, LOG_WARN);
+		fprintf(l->out, "%lu similar messages suppressed: \"%s\"\n", s->suppressed,
+			s->fmt);
+		fflush(l->out);
+	}
+	s->suppressed = 0;
+}
+
 void vlog_free(struct vlog *l)
 {
+	if (!l)
+		return;
+	for (unsigned i = 0; i < SITES; i++)
+		if (l->sites[i].fmt)
+			report(l, &l->sites[i]);
 	free(l);
 }
 
@@ -73,6 +93,8 @@ static struct site *site_of(struct vlog *l, const char *fmt)
 		if (l->sites[i].fmt == fmt)
 			return &l->sites[i];
 	struct site *s = &l->sites[l->next++ % SITES];
+	if (s->fmt)
+		report(l, s);
 	memset(s, 0, sizeof(*s));
 	s->fmt = fmt;
 	return s;
@@ -97,16 +119,20 @@ void vlog(struct vlog *l, int level, const char *fmt, ...)
 {
 	if (level > l->level)
 		return;
-	struct site *s = site_of(l, fmt);
 	time_t now = time(NULL);
+	if (l->swept != now) {
+		/* A new second: report what every site suppressed before it,
+		 * not only this one (a flood may have stopped). */
+		l->swept = now;
+		for (unsigned i = 0; i < SITES; i++)
+			if (l->sites[i].suppressed && l->sites[i].second != now)
+				report(l, &l->sites[i]);
+	}
+	struct site *s = site_of(l, fmt);
 	if (s->second != now) {
-		if (s->suppressed) {
-			prefix(l, LOG_WARN);
-			fprintf(l->out, "%lu similar messages suppressed\n", s->suppressed);
-		}
+		report(l, s);
 		s->second = now;
 		s->lines = 0;
-		s->suppressed = 0;
 	}
 	if (++s->lines > PER_SEC) {
 		s->suppressed++;

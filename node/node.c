@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -20,8 +21,6 @@
 #include "stream/room.h"
 #include "stream/strm.h"
 #include "stream/wire.h"
-
-#define SHUTDOWN_DEADLINE_MS 3000
 
 struct node {
 	struct event_base *base;
@@ -38,6 +37,8 @@ struct node {
 	struct event *drain;  /* shutdown progress */
 	uint64_t drain_deadline;
 	int draining;
+	uint64_t read_ns; /* start of the current read callback */
+	char addr[80];	  /* the client listener's bound HOST:PORT */
 	char id[17];
 	struct node_counters k;
 };
@@ -168,6 +169,15 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	n->k.conns_accepted++;
 }
 
+static void arm_sweep(struct node *n)
+{
+	uint64_t shortest = n->cfg.room_idle_ms < n->cfg.stream_idle_ms ? n->cfg.room_idle_ms
+									: n->cfg.stream_idle_ms;
+	uint64_t tick = shortest < 10000 ? 250 : 1000;
+	struct timeval tv = {(time_t)(tick / 1000), (suseconds_t)(tick % 1000) * 1000};
+	event_add(n->sweep, &tv);
+}
+
 static int is_loopback(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)
@@ -229,14 +239,12 @@ int node_start(struct node *n, char *why, size_t whylen)
 				 sizeof(shost));
 		sport = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	}
+	snprintf(n->addr, sizeof(n->addr), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", shost,
+		 sport);
 	/* Tests and scripts read this line to learn an ephemeral port. */
 	vlog(n->log, LOG_NOTICE, "node %s listening on %s:%d (clients)", n->id, shost, sport);
 
-	uint64_t shortest = n->cfg.room_idle_ms < n->cfg.stream_idle_ms ? n->cfg.room_idle_ms
-									: n->cfg.stream_idle_ms;
-	uint64_t tick = shortest < 10000 ? 250 : 1000;
-	struct timeval tv = {(time_t)(tick / 1000), (suseconds_t)(tick % 1000) * 1000};
-	event_add(n->sweep, &tv);
+	arm_sweep(n);
 	return 0;
 }
 
@@ -262,7 +270,7 @@ void node_shutdown(struct node *n)
 	if (n->lev)
 		evconnlistener_disable(n->lev);
 	conns_close_all(n->conns, WIRE_E_SHUTDOWN, "node is shutting down");
-	n->drain_deadline = node_now_ms(n) + SHUTDOWN_DEADLINE_MS;
+	n->drain_deadline = node_now_ms(n) + n->cfg.drain_timeout_ms;
 	n->drain = event_new(n->base, -1, EV_PERSIST, on_drain, n);
 	struct timeval tv = {0, 50 * 1000};
 	event_add(n->drain, &tv);
@@ -355,4 +363,60 @@ void node_room_close(struct node *n, struct room *r, const char *reason)
 	}
 	blob_unref(frame);
 	rooms_destroy(n->rooms, r);
+}
+
+const char *node_addr(const struct node *n)
+{
+	return n->addr;
+}
+
+int node_draining(const struct node *n)
+{
+	return n->draining;
+}
+
+void node_reconfigure(struct node *n, const struct cfg *c)
+{
+	n->cfg = *c;
+	vlog_set_level(n->log, c->log_level);
+	rooms_set_max_grants(n->rooms, c->max_grants);
+	arm_sweep(n); /* the tick follows the shorter idle timeout */
+}
+
+uint64_t node_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void node_mark_read(struct node *n)
+{
+	n->read_ns = node_mono_ns();
+}
+
+uint64_t node_read_ns(const struct node *n)
+{
+	return n->read_ns;
+}
+
+/* Coarse buckets: a hand-off takes microseconds; tens of milliseconds mean
+ * a loop turn held up by a large fan-out or a busy machine. */
+static const uint64_t lat_bounds_us[NODE_LAT_BUCKETS] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000, 0,
+};
+
+uint64_t node_lat_bound_us(size_t i)
+{
+	return i < NODE_LAT_BUCKETS ? lat_bounds_us[i] : 0;
+}
+
+void node_latency_add(struct node *n, uint64_t ns)
+{
+	size_t i = 0;
+	while (i < NODE_LAT_BUCKETS - 1 && ns > lat_bounds_us[i] * 1000)
+		i++;
+	n->k.lat_bucket[i]++;
+	n->k.lat_count++;
+	n->k.lat_sum_ns += ns;
 }

@@ -10,6 +10,7 @@
 #ifndef VROOM_NODE_NODE_H
 #define VROOM_NODE_NODE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -25,6 +26,8 @@ struct room;
 struct wire_buf;
 struct wire_dec;
 
+#define NODE_LAT_BUCKETS 13
+
 /* What the node counts; read by the stats port and by tests. */
 struct node_counters {
 	uint64_t conns_accepted, conns_rejected;
@@ -33,6 +36,12 @@ struct node_counters {
 	uint64_t errors_sent, bad_frames, slow_consumers, hello_timeouts, limits_hit;
 	uint64_t rooms_created, rooms_removed, rooms_expired;
 	uint64_t streams_opened, streams_ended, stream_timeouts, stream_bytes;
+	uint64_t failovers; /* rooms taken over from a failed relay (cluster: not yet) */
+	/* Delivery latency: from the start of the read callback that held a
+	 * PUSH to its DELIVER queued on a subscriber's output, one sample per
+	 * delivery; lat_bucket[i] counts samples up to node_lat_bound_us(i)
+	 * (not cumulative; the last bucket is unbounded). */
+	uint64_t lat_count, lat_sum_ns, lat_bucket[NODE_LAT_BUCKETS];
 };
 
 /* A node on base with settings c (copied) that logs to log (borrowed).
@@ -64,6 +73,24 @@ struct wire_dec *node_decoder(struct node *n);
 struct wire_buf *node_scratch(struct node *n);
 /* Asks for the reaper to run after the current loop turn. */
 void node_schedule_reap(struct node *n);
+/* The client listener's bound address, "HOST:PORT" ("" before node_start). */
+const char *node_addr(const struct node *n);
+/* Whether node_shutdown() has begun (the stats port says 503). */
+int node_draining(const struct node *n);
+/* Applies settings that may change while running (SIGHUP): c differs from
+ * the running settings only in those (cfg_reload made it). */
+void node_reconfigure(struct node *n, const struct cfg *c);
+/* Monotonic nanoseconds. */
+uint64_t node_mono_ns(void);
+/* Marks the start of a read callback (for the delivery latency) and reads
+ * the mark back. */
+void node_mark_read(struct node *n);
+uint64_t node_read_ns(const struct node *n);
+/* Counts one delivery that took ns since node_read_ns(). */
+void node_latency_add(struct node *n, uint64_t ns);
+/* The upper bound of latency bucket i in microseconds; 0 for the last
+ * (unbounded) one. */
+uint64_t node_lat_bound_us(size_t i);
 /* Tells every subscriber the room closed for reason, then destroys it. */
 void node_room_close(struct node *n, struct room *r, const char *reason);
 

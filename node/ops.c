@@ -314,6 +314,7 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 		if (conn_send_blob(to, frame) == 0) {
 			k->deliveries++;
 			k->delivered_bytes += data->len;
+			node_latency_add(n, node_mono_ns() - node_read_ns(n));
 		}
 	}
 	blob_unref(frame);

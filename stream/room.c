@@ -35,7 +35,7 @@ struct room {
 struct rooms {
 	struct smap *byid;
 	size_t max_grants;
-	TAILQ_HEAD(, room) lru;
+	TAILQ_HEAD(room_lru, room) lru;
 };
 
 void room_id_generate(char out[ROOM_ID_LEN + 1])
@@ -147,6 +147,24 @@ struct room *rooms_idle(const struct rooms *t, uint64_t now_ms, uint64_t idle_ms
 struct room *rooms_next(const struct rooms *t, size_t *pos)
 {
 	return smap_next(t->byid, pos);
+}
+
+struct room *rooms_recent(const struct rooms *t)
+{
+	return TAILQ_LAST(&t->lru, room_lru);
+}
+
+struct room *room_older(const struct room *r)
+{
+	return TAILQ_PREV(r, room_lru, lru);
+}
+
+void rooms_set_max_grants(struct rooms *t, size_t max_grants)
+{
+	struct room *r;
+	t->max_grants = max_grants;
+	TAILQ_FOREACH(r, &t->lru, lru)
+		r->max_grants = max_grants;
 }
 
 const char *room_id(const struct room *r)

@@ -41,6 +41,13 @@ void rooms_destroy(struct rooms *t, struct room *r);
 struct room *rooms_idle(const struct rooms *t, uint64_t now_ms, uint64_t idle_ms);
 /* Iteration: *pos starts at 0; NULL at the end; no changes meanwhile. */
 struct room *rooms_next(const struct rooms *t, size_t *pos);
+/* The most recently active room, then the next less recently active one
+ * (NULL at the end; no changes meanwhile). */
+struct room *rooms_recent(const struct rooms *t);
+struct room *room_older(const struct room *r);
+/* Sets max_grants for every room, present and future: a room over the new
+ * limit keeps its grants and refuses new ones. */
+void rooms_set_max_grants(struct rooms *t, size_t max_grants);
 
 const char *room_id(const struct room *r);
 const char *room_owner(const struct room *r);

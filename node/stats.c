@@ -1,0 +1,510 @@
+#include "node/stats.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <jansson.h>
+
+#include "dashboard_html.h" /* dashboard_html[], generated from node/dashboard.html */
+#include "node/conn.h"
+#include "node/node.h"
+#include "stream/addr.h"
+#include "stream/room.h"
+#include "stream/strm.h"
+#include "vroom_version.h"
+
+#define SAMPLES	      6	     /* one a second: rates over the last 5 s */
+#define ROOMS_LISTED  100    /* /stats lists the most recently active rooms */
+#define ID_PREFIX     6	     /* characters of a room id shown (the id is its key) */
+#define MAX_HEADERS   8192   /* bytes of request line and headers */
+#define MAX_BODY      1024   /* GET and HEAD only: no body expected */
+#define TIMEOUT_S     10     /* a request must arrive and be answered in this */
+
+/* The counters rates are computed from. */
+struct sample {
+	uint64_t t_ns;
+	uint64_t frames_in, frames_out, bytes_in, bytes_out, pushes, deliveries;
+};
+
+struct stats {
+	struct node *node;
+	struct evhttp *http;
+	struct event *tick;
+	int loopback; /* bound to a loopback address: check Host */
+	uint64_t started_ns;
+	struct sample ring[SAMPLES];
+	size_t next, count;
+	char addr[80];
+};
+
+static void take(struct stats *s, struct sample *out)
+{
+	const struct node_counters *k = node_counters(s->node);
+	out->t_ns = node_mono_ns();
+	out->frames_in = k->frames_in;
+	out->frames_out = k->frames_out;
+	out->bytes_in = k->bytes_in;
+	out->bytes_out = k->bytes_out;
+	out->pushes = k->pushes;
+	out->deliveries = k->deliveries;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct stats *s = arg;
+	take(s, &s->ring[s->next]);
+	s->next = (s->next + 1) % SAMPLES;
+	if (s->count < SAMPLES)
+		s->count++;
+}
+
+/* ---------------------------------------------------------------- /stats */
+
+static json_t *member_self(struct stats *s)
+{
+	struct node *n = s->node;
+	/* One member, this node, until the cluster lands: then the membership
+	 * table's view (address, state, incarnation) goes here. */
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "id", node_id(n), "name",
+			 node_id(n), "address", node_addr(n), "stats_address", s->addr, "state",
+			 node_draining(n) ? "leaving" : "alive", "incarnation", (json_int_t)0,
+			 "self", 1);
+}
+
+static json_t *room_json(struct node *n, const struct room *r, uint64_t now_ms)
+{
+	char prefix[ID_PREFIX + 1];
+	snprintf(prefix, sizeof(prefix), "%s", room_id(r));
+	uint64_t active = room_last_active(r);
+	return json_pack("{s:s, s:s, s:s, s:[], s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+			 "id_prefix", prefix, "owner", room_owner(r), "relay", node_id(n),
+			 "backups", "subscribers_local", (json_int_t)room_sub_count(r),
+			 "subscribers_remote", (json_int_t)0, "pushes", (json_int_t)room_msgs(r),
+			 "bytes", (json_int_t)room_bytes(r), "streams_open",
+			 (json_int_t)room_streams(r), "epoch", (json_int_t)0, "seq",
+			 (json_int_t)room_seq(r), "idle_s",
+			 now_ms > active ? (double)(now_ms - active) / 1000.0 : 0.0);
+}
+
+static double rate(uint64_t now, uint64_t then, double secs)
+{
+	return secs > 0 && now >= then ? (double)(now - then) / secs : 0.0;
+}
+
+static json_t *rates_json(struct stats *s)
+{
+	struct sample now, then;
+	take(s, &now);
+	if (s->count == 0) {
+		memset(&then, 0, sizeof(then));
+		then.t_ns = s->started_ns;
+	} else {
+		/* the oldest sample kept */
+		then = s->ring[s->count < SAMPLES ? 0 : s->next];
+	}
+	double secs = (double)(now.t_ns - then.t_ns) / 1e9;
+	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "window_s", secs,
+			 "frames_in_per_s", rate(now.frames_in, then.frames_in, secs),
+			 "frames_out_per_s", rate(now.frames_out, then.frames_out, secs),
+			 "bytes_in_per_s", rate(now.bytes_in, then.bytes_in, secs),
+			 "bytes_out_per_s", rate(now.bytes_out, then.bytes_out, secs),
+			 "pushes_per_s", rate(now.pushes, then.pushes, secs),
+			 "deliveries_per_s", rate(now.deliveries, then.deliveries, secs));
+}
+
+static json_t *latency_json(const struct node_counters *k)
+{
+	json_t *buckets = json_array();
+	for (size_t i = 0; i < NODE_LAT_BUCKETS; i++) {
+		uint64_t bound = node_lat_bound_us(i);
+		json_array_append_new(buckets,
+				      json_pack("{s:o, s:I}", "le_us",
+						bound ? json_integer((json_int_t)bound) : json_null(),
+						"count", (json_int_t)k->lat_bucket[i]));
+	}
+	return json_pack("{s:s, s:I, s:f, s:o}", "measured",
+			 "read callback start to DELIVER queued on the subscriber's output",
+			 "count", (json_int_t)k->lat_count, "sum_s", (double)k->lat_sum_ns / 1e9,
+			 "buckets", buckets);
+}
+
+static char *stats_text(struct stats *s)
+{
+	struct node *n = s->node;
+	const struct node_counters *k = node_counters(n);
+	const struct cfg *c = node_cfg(n);
+	uint64_t now_ms = node_now_ms(n);
+
+	json_t *list = json_array();
+	size_t listed = 0;
+	for (struct room *r = rooms_recent(node_rooms(n)); r && listed < ROOMS_LISTED;
+	     r = room_older(r), listed++)
+		json_array_append_new(list, room_json(n, r, now_ms));
+
+	json_t *root = json_pack(
+		"{s:{s:s, s:s, s:s, s:s, s:s, s:s, s:f},"
+		" s:[o],"
+		" s:{s:I, s:I, s:I, s:I},"
+		" s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+		" s:o,"
+		" s:{s:I, s:I, s:o},"
+		" s:{s:I, s:I, s:I, s:I},"
+		" s:I, s:I, s:I,"
+		" s:{s:I, s:I, s:I},"
+		" s:o}",
+		"node", "id", node_id(n), "name", node_id(n), "version", VROOM_VERSION, "address",
+		node_addr(n), "stats_address", s->addr, "state",
+		node_draining(n) ? "draining" : "serving", "uptime_s",
+		(double)(node_mono_ns() - s->started_ns) / 1e9,
+		"members", member_self(s),
+		"connections", "open", (json_int_t)conns_count(node_conns(n)), "max",
+		(json_int_t)c->max_conns, "accepted", (json_int_t)k->conns_accepted, "rejected",
+		(json_int_t)k->conns_rejected,
+		"traffic", "frames_in", (json_int_t)k->frames_in, "frames_out",
+		(json_int_t)k->frames_out, "bytes_in", (json_int_t)k->bytes_in, "bytes_out",
+		(json_int_t)k->bytes_out, "pushes", (json_int_t)k->pushes, "deliveries",
+		(json_int_t)k->deliveries, "delivered_bytes", (json_int_t)k->delivered_bytes,
+		"stream_bytes", (json_int_t)k->stream_bytes,
+		"rates", rates_json(s),
+		"rooms", "count", (json_int_t)rooms_count(node_rooms(n)), "listed",
+		(json_int_t)listed, "list", list,
+		"streams", "open", (json_int_t)strms_count(node_strms(n)), "opened",
+		(json_int_t)k->streams_opened, "ended", (json_int_t)k->streams_ended, "timeouts",
+		(json_int_t)k->stream_timeouts,
+		"slow_consumer_disconnects", (json_int_t)k->slow_consumers, "failovers",
+		(json_int_t)k->failovers, "limits_hit", (json_int_t)k->limits_hit,
+		"errors", "sent", (json_int_t)k->errors_sent, "bad_frames",
+		(json_int_t)k->bad_frames, "hello_timeouts", (json_int_t)k->hello_timeouts,
+		"delivery_latency", latency_json(k));
+	if (!root)
+		return NULL;
+	char *text = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	return text;
+}
+
+/* ---------------------------------------------------------------- /metrics */
+
+static void metric(struct evbuffer *b, const char *name, const char *type, const char *help,
+		   uint64_t v)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
+			    name, (unsigned long long)v);
+}
+
+#define COUNTER(name, help, v) metric(b, "vroom_" name "_total", "counter", help, v)
+#define GAUGE(name, help, v)   metric(b, "vroom_" name, "gauge", help, v)
+
+static void metrics_text(struct stats *s, struct evbuffer *b)
+{
+	struct node *n = s->node;
+	const struct node_counters *k = node_counters(n);
+
+	evbuffer_add_printf(b,
+			    "# HELP vroom_build_info The running vroomd: version and node id.\n"
+			    "# TYPE vroom_build_info gauge\n"
+			    "vroom_build_info{version=\"%s\",node=\"%s\"} 1\n",
+			    VROOM_VERSION, node_id(n));
+	evbuffer_add_printf(b,
+			    "# HELP vroom_uptime_seconds Seconds since the node started.\n"
+			    "# TYPE vroom_uptime_seconds gauge\n"
+			    "vroom_uptime_seconds %.3f\n",
+			    (double)(node_mono_ns() - s->started_ns) / 1e9);
+	GAUGE("draining", "1 while the node drains after SIGTERM, else 0.", node_draining(n) != 0);
+	GAUGE("cluster_members", "Members of the cluster as this node sees them (itself included).",
+	      1);
+	GAUGE("connections", "Client connections open now.", conns_count(node_conns(n)));
+	GAUGE("connections_max", "The max_conns limit.", node_cfg(n)->max_conns);
+	GAUGE("rooms", "Rooms on this node now.", rooms_count(node_rooms(n)));
+	GAUGE("streams_open", "Byte streams open now.", strms_count(node_strms(n)));
+
+	COUNTER("connections_accepted", "Client connections accepted.", k->conns_accepted);
+	COUNTER("connections_rejected", "Client connections refused (max_conns or draining).",
+		k->conns_rejected);
+	COUNTER("frames_received", "Frames (messages) read from clients.", k->frames_in);
+	COUNTER("frames_sent", "Frames (messages) queued to clients.", k->frames_out);
+	COUNTER("received_bytes", "Bytes of frames read from clients.", k->bytes_in);
+	COUNTER("sent_bytes", "Bytes of frames queued to clients.", k->bytes_out);
+	COUNTER("pushes", "Pushes accepted.", k->pushes);
+	COUNTER("deliveries", "Pushes handed to subscribers (one per subscriber).", k->deliveries);
+	COUNTER("delivered_bytes", "Payload bytes handed to subscribers.", k->delivered_bytes);
+	COUNTER("errors_sent", "Error replies sent.", k->errors_sent);
+	COUNTER("bad_frames", "Malformed frames received (the connection is closed).",
+		k->bad_frames);
+	COUNTER("hello_timeouts", "Connections closed for not saying HELLO in time.",
+		k->hello_timeouts);
+	COUNTER("slow_consumer_disconnects",
+		"Connections dropped as slow consumers (max_pending or slow_timeout).",
+		k->slow_consumers);
+	COUNTER("limits_hit", "Requests refused at a limit (max_conns, max_subs, max_grants, "
+		"max_streams).", k->limits_hit);
+	COUNTER("rooms_created", "Rooms created.", k->rooms_created);
+	COUNTER("rooms_removed", "Rooms removed by their owner.", k->rooms_removed);
+	COUNTER("rooms_expired", "Rooms destroyed after room_idle_timeout.", k->rooms_expired);
+	COUNTER("streams_opened", "Byte streams opened.", k->streams_opened);
+	COUNTER("streams_ended", "Byte streams ended (closed, aborted or timed out).",
+		k->streams_ended);
+	COUNTER("stream_timeouts", "Byte streams ended by stream_idle_timeout.",
+		k->stream_timeouts);
+	COUNTER("stream_bytes", "Byte-stream payload bytes accepted.", k->stream_bytes);
+	COUNTER("failovers", "Rooms this node took over from a failed relay.", k->failovers);
+
+	evbuffer_add_printf(b,
+			    "# HELP vroom_delivery_latency_seconds Time from the start of the read "
+			    "callback holding a push to its delivery queued on a subscriber's "
+			    "output.\n"
+			    "# TYPE vroom_delivery_latency_seconds histogram\n");
+	uint64_t cum = 0;
+	for (size_t i = 0; i < NODE_LAT_BUCKETS; i++) {
+		uint64_t bound = node_lat_bound_us(i);
+		cum += k->lat_bucket[i];
+		if (bound)
+			evbuffer_add_printf(b, "vroom_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n",
+					    (double)bound / 1e6, (unsigned long long)cum);
+		else
+			evbuffer_add_printf(b,
+					    "vroom_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+					    (unsigned long long)cum);
+	}
+	evbuffer_add_printf(b,
+			    "vroom_delivery_latency_seconds_sum %.9f\n"
+			    "vroom_delivery_latency_seconds_count %llu\n",
+			    (double)k->lat_sum_ns / 1e9, (unsigned long long)k->lat_count);
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+/* Whether host (a Host header without its port) names this machine by a
+ * loopback address or as localhost. */
+static int loopback_host(const char *hdr)
+{
+	char host[128];
+	size_t len;
+	if (hdr[0] == '[') {
+		const char *end = strchr(hdr, ']');
+		if (!end)
+			return 0;
+		len = (size_t)(end - hdr - 1);
+		hdr++;
+	} else {
+		const char *colon = strrchr(hdr, ':');
+		len = colon ? (size_t)(colon - hdr) : strlen(hdr);
+	}
+	if (len == 0 || len >= sizeof(host))
+		return 0;
+	memcpy(host, hdr, len);
+	host[len] = '\0';
+	if (strcasecmp(host, "localhost") == 0)
+		return 1;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return 0;
+}
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+		  struct evbuffer *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+	evhttp_send_reply(req, code, reason, body);
+}
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
+{
+	struct evbuffer *b = evbuffer_new();
+	if (!b) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	evbuffer_add(b, text, strlen(text));
+	reply(req, code, reason, "text/plain; charset=utf-8", b);
+	evbuffer_free(b);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct stats *s = arg;
+	const char *hosthdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+	if (s->loopback && hosthdr && !loopback_host(hosthdr)) {
+		reply_text(req, 403, "Forbidden",
+			   "this stats port answers only Host: localhost or a loopback address\n");
+		return;
+	}
+	const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+	const char *path = u ? evhttp_uri_get_path(u) : NULL;
+	if (!path) {
+		reply_text(req, 400, "Bad Request", "no path\n");
+		return;
+	}
+	if (strcmp(path, "/healthz") == 0) {
+		/* 503 while draining; with the cluster, also until joined. */
+		if (node_draining(s->node))
+			reply_text(req, 503, "Service Unavailable", "draining\n");
+		else
+			reply_text(req, 200, "OK", "ok\n");
+		return;
+	}
+	struct evbuffer *b = evbuffer_new();
+	if (!b) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	if (strcmp(path, "/stats") == 0) {
+		char *text = stats_text(s);
+		if (!text) {
+			evbuffer_free(b);
+			evhttp_send_error(req, 500, "out of memory");
+			return;
+		}
+		evbuffer_add(b, text, strlen(text));
+		evbuffer_add(b, "\n", 1);
+		free(text);
+		reply(req, 200, "OK", "application/json", b);
+	} else if (strcmp(path, "/metrics") == 0) {
+		metrics_text(s, b);
+		reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b);
+	} else if (strcmp(path, "/") == 0) {
+		evbuffer_add_reference(b, dashboard_html, sizeof(dashboard_html), NULL, NULL);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+				  "default-src 'none'; script-src 'unsafe-inline'; "
+				  "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+		reply(req, 200, "OK", "text/html; charset=utf-8", b);
+	} else {
+		evbuffer_add_printf(b, "no such page; try /, /stats, /metrics or /healthz\n");
+		reply(req, 404, "Not Found", "text/plain; charset=utf-8", b);
+	}
+	evbuffer_free(b);
+}
+
+static int is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return 0;
+}
+
+struct stats *stats_new(struct node *n, const char *addr, int insecure, char *why,
+			size_t whylen)
+{
+	char host[256], portstr[8];
+	int port;
+	if (addr_split(addr, "127.0.0.1", host, sizeof(host), &port) < 0) {
+		snprintf(why, whylen, "stats address '%s' is not HOST:PORT", addr);
+		return NULL;
+	}
+	struct evutil_addrinfo hints = {0}, *ai = NULL;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+	int rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
+	if (rc != 0 || !ai) {
+		snprintf(why, whylen, "cannot resolve stats host '%s': %s", host,
+			 evutil_gai_strerror(rc));
+		return NULL;
+	}
+	int loopback = is_loopback(ai->ai_addr);
+	if (!loopback && !insecure) {
+		snprintf(why, whylen,
+			 "refusing to serve stats on %s: the stats port has no authentication "
+			 "and shows rooms and identities; pass --insecure to serve it on %s anyway",
+			 addr, host);
+		evutil_freeaddrinfo(ai);
+		return NULL;
+	}
+	struct stats *s = calloc(1, sizeof(*s));
+	struct evconnlistener *lev = NULL;
+	if (!s)
+		goto nomem;
+	s->node = n;
+	s->loopback = loopback;
+	s->started_ns = node_mono_ns();
+	s->http = evhttp_new(node_base(n));
+	s->tick = event_new(node_base(n), -1, EV_PERSIST, on_tick, s);
+	if (!s->http || !s->tick)
+		goto nomem;
+	lev = evconnlistener_new_bind(node_base(n), NULL, NULL,
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+				      64, ai->ai_addr, (int)ai->ai_addrlen);
+	if (!lev) {
+		snprintf(why, whylen, "cannot serve stats on %s: %s", addr,
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		goto fail;
+	}
+	if (!evhttp_bind_listener(s->http, lev)) { /* on success the http owns lev */
+		evconnlistener_free(lev);
+		goto nomem;
+	}
+	evutil_freeaddrinfo(ai);
+	ai = NULL;
+
+	evhttp_set_max_headers_size(s->http, MAX_HEADERS);
+	evhttp_set_max_body_size(s->http, MAX_BODY);
+	evhttp_set_timeout(s->http, TIMEOUT_S);
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(s->http, on_request, s);
+
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char shost[INET6_ADDRSTRLEN] = "?";
+	int sport = 0;
+	getsockname(evconnlistener_get_fd(lev), (struct sockaddr *)&ss, &sl);
+	if (ss.ss_family == AF_INET) {
+		evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, shost,
+				 sizeof(shost));
+		sport = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		snprintf(s->addr, sizeof(s->addr), "%s:%d", shost, sport);
+	} else if (ss.ss_family == AF_INET6) {
+		evutil_inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, shost,
+				 sizeof(shost));
+		sport = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		snprintf(s->addr, sizeof(s->addr), "[%s]:%d", shost, sport);
+	}
+	struct timeval tv = {1, 0};
+	event_add(s->tick, &tv);
+	/* Tests and scripts read this line to learn an ephemeral port. */
+	vlog(node_log(n), LOG_NOTICE, "node %s stats on %s (http)", node_id(n), s->addr);
+	return s;
+
+nomem:
+	snprintf(why, whylen, "cannot serve stats on %s: out of memory", addr);
+fail:
+	if (ai)
+		evutil_freeaddrinfo(ai);
+	stats_free(s);
+	return NULL;
+}
+
+void stats_free(struct stats *s)
+{
+	if (!s)
+		return;
+	if (s->http)
+		evhttp_free(s->http); /* closes the port and open requests */
+	if (s->tick)
+		event_free(s->tick);
+	free(s);
+}
+
+const char *stats_addr(const struct stats *s)
+{
+	return s->addr;
+}
