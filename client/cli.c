@@ -24,7 +24,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: vroom [-s HOST:PORT] [--identity NAME] COMMAND [ARGS]\n"
+		"usage: vroom [-s HOST:PORT] [--identity NAME] [--token FILE] COMMAND [ARGS]\n"
 		"\n"
 		"  room create                    create a room; prints its id\n"
 		"  room rm ID                     remove a room (owner only)\n"
@@ -41,9 +41,20 @@ static void usage(FILE *f)
 		"                                 send stdin as one stream\n"
 		"  recv ID [--topic T] [--dir DIR] [--count N] [--timeout SECONDS] [--overwrite]\n"
 		"                                 save streams in DIR; one JSON line per stream\n"
+		"  cluster keygen FILE            write a new cluster key (mode 0600)\n"
+		"  cluster room ID                a room's relay and backups, as JSON\n"
+		"  keygen DIR                     write an issuer key pair: DIR/issuer.key (mode\n"
+		"                                 0600) and DIR/issuer.pub; prints the public key\n"
+		"  token --key FILE --identity NAME --ttl DURATION [--valid-from UNIX]\n"
+		"       [--create] [--sub PATTERN]... [--push PATTERN]...\n"
+		"                                 print a token signed with FILE; with grants,\n"
+		"                                 it may only create rooms (--create) and use\n"
+		"                                 its own and these rooms (ID, or PREFIX*)\n"
 		"\n"
 		"  -s, --server HOST:PORT         the node (default %s, or $VROOM_SERVER)\n"
-		"      --identity NAME            who you are (default $VROOM_IDENTITY, else $USER)\n"
+		"      --identity NAME            who you are (default $VROOM_IDENTITY, else $USER;\n"
+		"                                 with a token: the token's)\n"
+		"      --token FILE               the token to show the node (default $VROOM_TOKEN)\n"
 		"      --help, --version\n",
 		VROOM_DEFAULT_SERVER);
 }
@@ -76,7 +87,7 @@ static struct vroom *connect_or_die(const struct cli *c, const struct vroom_hand
 				    void *arg)
 {
 	struct vroom_error e;
-	struct vroom *v = vroom_open(c->server, c->identity, h, arg, &e);
+	struct vroom *v = vroom_open_token(c->server, c->identity, c->token, h, arg, &e);
 	if (!v)
 		cli_fail(&e);
 	return v;
@@ -312,7 +323,7 @@ static int cmd_sub(struct cli *c)
 int main(int argc, char **argv)
 {
 	enum { O_IDENTITY = 256, O_DTYPE, O_EACH, O_COUNT, O_TIMEOUT, O_FORMAT, O_HELP,
-	       O_VERSION, O_TOPIC, O_TO, O_ATTR, O_NAME, O_MIME, O_DIR, O_OVERWRITE };
+	       O_VERSION, O_TOPIC, O_TO, O_ATTR, O_NAME, O_MIME, O_DIR, O_OVERWRITE, O_TOKEN };
 	static const struct option opts[] = {
 		{"server", required_argument, 0, 's'},
 		{"identity", required_argument, 0, O_IDENTITY},
@@ -329,6 +340,7 @@ int main(int argc, char **argv)
 		{"mime", required_argument, 0, O_MIME},
 		{"dir", required_argument, 0, O_DIR},
 		{"overwrite", no_argument, 0, O_OVERWRITE},
+		{"token", required_argument, 0, O_TOKEN},
 		{"help", no_argument, 0, O_HELP},
 		{"version", no_argument, 0, O_VERSION},
 		{0, 0, 0, 0},
@@ -337,6 +349,13 @@ int main(int argc, char **argv)
 	const char *env;
 	char *end;
 	int o;
+	/* tokens: keygen and token parse their own options; a token file's
+	 * text lives here for the whole run */
+	char token_text[8192];
+	const char *token_file = (env = getenv("VROOM_TOKEN")) && *env ? env : NULL;
+	int identity_given = (env = getenv("VROOM_IDENTITY")) && *env;
+	if (argc > 1 && cli_token_command(argv[1]))
+		return cli_token_main(argc - 1, argv + 1);
 
 	c.server = (env = getenv("VROOM_SERVER")) && *env ? env : VROOM_DEFAULT_SERVER;
 	c.identity = (env = getenv("VROOM_IDENTITY")) && *env ? env
@@ -349,6 +368,7 @@ int main(int argc, char **argv)
 			break;
 		case O_IDENTITY:
 			c.identity = optarg;
+			identity_given = 1;
 			break;
 		case O_DTYPE:
 			c.dtype = (int)strtol(optarg, &end, 10);
@@ -401,6 +421,9 @@ int main(int argc, char **argv)
 		case O_OVERWRITE:
 			c.overwrite = 1;
 			break;
+		case O_TOKEN:
+			token_file = optarg;
+			break;
 		case 'h':
 		case O_HELP:
 			usage(stdout);
@@ -423,6 +446,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vroom: libsodium failed to initialise\n");
 		return 1;
 	}
+	if (token_file) {
+		if (cli_load_token(token_file, token_text, sizeof(token_text)) < 0)
+			return 1;
+		c.token = token_text;
+		if (!identity_given)
+			c.identity = ""; /* the node takes the token's */
+	}
 	const char *cmd = c.pos[0];
 	if (strcmp(cmd, "room") == 0)
 		return cmd_room(&c);
@@ -436,5 +466,7 @@ int main(int argc, char **argv)
 		return cli_stream(&c);
 	if (strcmp(cmd, "recv") == 0)
 		return cli_recv(&c);
+	if (strcmp(cmd, "cluster") == 0)
+		return cli_cluster(&c);
 	return cli_usage("unknown command '%s'", cmd);
 }

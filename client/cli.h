@@ -19,6 +19,7 @@ struct cli {
 	int dtype, each_line, format_json, verbose;
 	long count;	  /* -1: no limit */
 	double timeout_s; /* -1: none */
+	const char *token; /* the token's text (--token FILE, $VROOM_TOKEN), or NULL */
 };
 
 /* Prints "vroom: NAME: MESSAGE" and returns exit status 1. */
@@ -33,5 +34,14 @@ int cli_timeout_ms(const struct cli *c);
 int cli_send(struct cli *c);
 int cli_stream(struct cli *c);
 int cli_recv(struct cli *c);
+/* Cluster commands (cli_cluster.c). */
+int cli_cluster(struct cli *c);
+
+/* Tokens (cli_token.c): keygen and token take their own options and come
+ * first; cli_token_main() runs them with argv[0] the command. */
+int cli_token_command(const char *name);
+int cli_token_main(int argc, char **argv);
+/* Reads a token file into out[cap] (its text). 0, or -1 after a message. */
+int cli_load_token(const char *path, char *out, size_t cap);
 
 #endif

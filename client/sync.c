@@ -17,6 +17,7 @@ struct waiter {
 	char room[VROOM_ROOM_ID_MAX + 1];
 	uint64_t seq;
 	struct vroom_room_info *info; /* where to copy an info reply */
+	struct vroom_placement *place;
 };
 
 static void on_reply(struct vroom *v, const struct vroom_result *r, void *arg)
@@ -31,6 +32,8 @@ static void on_reply(struct vroom *v, const struct vroom_result *r, void *arg)
 	if (r->room)
 		snprintf(w->room, sizeof(w->room), "%s", r->room);
 	w->seq = r->seq;
+	if (r->place && w->place)
+		*w->place = *r->place;
 	if (r->info && w->info) {
 		*w->info = *r->info;
 		w->info->grants = NULL;
@@ -95,6 +98,12 @@ static int wait_for(struct vroom *v, struct waiter *w, struct vroom_error *err)
 struct vroom *vroom_open(const char *server, const char *identity,
 			 const struct vroom_handlers *h, void *arg, struct vroom_error *err)
 {
+	return vroom_open_token(server, identity, NULL, h, arg, err);
+}
+
+struct vroom *vroom_open_token(const char *server, const char *identity, const char *token,
+			       const struct vroom_handlers *h, void *arg, struct vroom_error *err)
+{
 	struct event_base *base = event_base_new();
 	if (!base) {
 		vroom_seterr(err, VROOM_E_CONNECT, "cannot create an event base");
@@ -108,7 +117,8 @@ struct vroom *vroom_open(const char *server, const char *identity,
 	}
 	v->own_base = 1;
 	struct waiter w = {0};
-	if (vroom_connect(v, server, identity, on_reply, &w, err) < 0 || wait_for(v, &w, err) < 0) {
+	if ((token && vroom_set_token(v, token, err) < 0) ||
+	    vroom_connect(v, server, identity, on_reply, &w, err) < 0 || wait_for(v, &w, err) < 0) {
 		vroom_close(v);
 		return NULL;
 	}
@@ -178,6 +188,17 @@ int vroom_info(struct vroom *v, const char *room, struct vroom_room_info *info,
 	struct waiter w = {.info = info};
 	memset(info, 0, sizeof(*info));
 	if (vroom_in_callback(v, err) || vroom_info_async(v, room, on_reply, &w, err) < 0 ||
+	    wait_for(v, &w, err) < 0)
+		return -1;
+	return 0;
+}
+
+int vroom_place(struct vroom *v, const char *room, struct vroom_placement *out,
+		struct vroom_error *err)
+{
+	struct waiter w = {.place = out};
+	memset(out, 0, sizeof(*out));
+	if (vroom_in_callback(v, err) || vroom_place_async(v, room, on_reply, &w, err) < 0 ||
 	    wait_for(v, &w, err) < 0)
 		return -1;
 	return 0;

@@ -9,7 +9,11 @@
 #include "client/vroom.h"
 #include "client/vroom_int.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +24,7 @@
 #include <sodium.h>
 
 #include "stream/addr.h"
+#include "stream/token.h"
 #include "stream/wire.h"
 
 /* The node's own frames may exceed its frame limit by a header's worth; the
@@ -197,6 +202,7 @@ static void on_ok(struct vroom *v, const struct wire_msg *m)
 	const msgpack_object *val = m->nfields ? m->f[0].o : NULL;
 	struct vroom_room_info info;
 	const char *grants[256];
+	struct vroom_placement place;
 
 	switch (p->type) {
 	case WIRE_CREATE:
@@ -214,6 +220,27 @@ static void on_ok(struct vroom *v, const struct wire_msg *m)
 			break;
 		decode_info(val, &info, grants, 256);
 		r.info = &info;
+		break;
+	case WIRE_PLACE:
+		if (!val || val->type != MSGPACK_OBJECT_MAP)
+			break;
+		memset(&place, 0, sizeof(place));
+		for (uint32_t i = 0; i < val->via.map.size; i++) {
+			const msgpack_object *k = &val->via.map.ptr[i].key, *x = &val->via.map.ptr[i].val;
+			if (x->type == MSGPACK_OBJECT_STR && obj_key_is(k, "node"))
+				copy_str(place.node, sizeof(place.node),
+					 &(struct wire_str){x->via.str.ptr, x->via.str.size});
+			else if (x->type == MSGPACK_OBJECT_STR && obj_key_is(k, "relay"))
+				copy_str(place.relay, sizeof(place.relay),
+					 &(struct wire_str){x->via.str.ptr, x->via.str.size});
+			else if (x->type == MSGPACK_OBJECT_ARRAY && obj_key_is(k, "backups"))
+				for (uint32_t j = 0; j < x->via.array.size && place.nbackups < 15; j++)
+					if (x->via.array.ptr[j].type == MSGPACK_OBJECT_STR)
+						copy_str(place.backups[place.nbackups++], 65,
+							 &(struct wire_str){x->via.array.ptr[j].via.str.ptr,
+									    x->via.array.ptr[j].via.str.size});
+		}
+		r.place = &place;
 		break;
 	}
 	pending_finish(v, p, &r);
@@ -346,6 +373,7 @@ struct vroom *vroom_new(struct event_base *base, const struct vroom_handlers *h,
 	TAILQ_INIT(&v->writers);
 	TAILQ_INIT(&v->readers);
 	v->wait_ms = 30000;
+	v->rcvbuf = VROOM_DEFAULT_RCVBUF;
 	if (!v->dec) {
 		free(v);
 		return NULL;
@@ -370,6 +398,7 @@ void vroom_free(struct vroom *v)
 		vroom_streams_lost(v, &e);
 	}
 	vroom_streams_free(v);
+	free(v->token);
 	if (v->bev)
 		bufferevent_free(v->bev);
 	wire_dec_free(v->dec);
@@ -418,13 +447,39 @@ int vroom_connect(struct vroom *v, const char *server, const char *identity, vro
 		return -1;
 	}
 	size_t idlen = identity ? strlen(identity) : 0;
-	if (idlen == 0 || idlen > VROOM_IDENTITY_MAX) {
+	if ((idlen == 0 && !v->token) || idlen > VROOM_IDENTITY_MAX) {
 		vroom_seterr(err, VROOM_E_ARG, "identity must be 1-%d bytes", VROOM_IDENTITY_MAX);
 		return -1;
 	}
 	snprintf(v->server, sizeof(v->server), "%s", server);
-	v->bev = bufferevent_socket_new(v->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* Resolve here (blocking, like libevent without a DNS base) to set the
+	 * receive buffer before connecting: window scaling is fixed then. */
+	struct evutil_addrinfo hints = {0}, *ai = NULL;
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	int gai = evutil_getaddrinfo(host, portstr, &hints, &ai);
+	if (gai != 0 || !ai) {
+		vroom_seterr(err, VROOM_E_CONNECT, "cannot resolve %s: %s", host,
+			     evutil_gai_strerror(gai));
+		return -1;
+	}
+	evutil_socket_t fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		evutil_freeaddrinfo(ai);
+		vroom_seterr(err, VROOM_E_CONNECT, "cannot make a socket: %s", strerror(errno));
+		return -1;
+	}
+	evutil_make_socket_nonblocking(fd);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (v->rcvbuf > 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v->rcvbuf, sizeof(v->rcvbuf));
+	v->bev = bufferevent_socket_new(v->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!v->bev) {
+		evutil_closesocket(fd);
+		evutil_freeaddrinfo(ai);
 		vroom_seterr(err, VROOM_E_CONNECT, "out of memory");
 		return -1;
 	}
@@ -434,14 +489,17 @@ int vroom_connect(struct vroom *v, const char *server, const char *identity, vro
 
 	uint64_t rid = ++v->next_rid;
 	wire_buf_reset(&v->out);
-	msgpack_packer *pk = wire_begin(&v->out, WIRE_HELLO, rid, 2);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_HELLO, rid, v->token ? 3 : 2);
 	msgpack_pack_uint64(pk, WIRE_VERSION);
-	wire_pack_str(pk, identity, idlen);
+	wire_pack_str(pk, identity ? identity : "", idlen);
+	if (v->token)
+		wire_pack_bin(pk, v->token, v->token_len);
 	wire_end(&v->out, 0);
 	if (vroom_send_request(v, WIRE_HELLO, rid, done, arg, err) < 0)
 		return -1;
-	/* With no DNS base, libevent resolves the name here, blocking. */
-	if (bufferevent_socket_connect_hostname(v->bev, NULL, AF_UNSPEC, host, port) < 0) {
+	int rc = bufferevent_socket_connect(v->bev, ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	if (rc < 0) {
 		vroom_seterr(err, VROOM_E_CONNECT, "cannot connect to %s", server);
 		struct pending *p = TAILQ_FIRST(&v->pending);
 		TAILQ_REMOVE(&v->pending, p, link);
@@ -450,6 +508,32 @@ int vroom_connect(struct vroom *v, const char *server, const char *identity, vro
 		v->state = VROOM_ST_CLOSED;
 		return -1;
 	}
+	return 0;
+}
+
+int vroom_set_token(struct vroom *v, const char *token, struct vroom_error *err)
+{
+	uint8_t buf[TOKEN_MAX];
+	size_t len;
+	if (v->bev) {
+		vroom_seterr(err, VROOM_E_ARG, "set the token before connecting");
+		return -1;
+	}
+	if (token && token_from_text(token, strlen(token), buf, sizeof(buf), &len) < 0) {
+		vroom_seterr(err, VROOM_E_ARG,
+			     "not a token: expected the base64url text that `vroom token` prints");
+		return -1;
+	}
+	uint8_t *copy = NULL;
+	if (token && !(copy = malloc(len))) {
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+		return -1;
+	}
+	if (copy)
+		memcpy(copy, buf, len);
+	free(v->token);
+	v->token = copy;
+	v->token_len = token ? len : 0;
 	return 0;
 }
 
@@ -536,6 +620,12 @@ int vroom_info_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
 	return request_strs(v, WIRE_INFO, cb, arg, err, 1, room, NULL);
 }
 
+int vroom_place_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
+		      struct vroom_error *err)
+{
+	return request_strs(v, WIRE_PLACE, cb, arg, err, 1, room, NULL);
+}
+
 int vroom_push_async(struct vroom *v, const char *room, uint8_t dtype, const void *data,
 		     size_t len, vroom_cb cb, void *arg, struct vroom_error *err)
 {
@@ -577,6 +667,11 @@ uint64_t vroom_limit(const struct vroom *v, const char *name)
 		if (strcmp(v->limits[i].name, name) == 0)
 			return v->limits[i].value;
 	return 0;
+}
+
+void vroom_set_rcvbuf(struct vroom *v, int bytes)
+{
+	v->rcvbuf = bytes;
 }
 
 int vroom_connected(const struct vroom *v)

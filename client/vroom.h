@@ -29,6 +29,9 @@ struct vroom;
 #define VROOM_DEFAULT_SERVER "127.0.0.1:7700"
 #define VROOM_ROOM_ID_MAX    64	 /* a room id fits in VROOM_ROOM_ID_MAX + 1 bytes */
 #define VROOM_IDENTITY_MAX   128 /* an identity fits in VROOM_IDENTITY_MAX + 1 bytes */
+/* The socket receive buffer a client asks for: what the kernel may hold
+ * ahead of the library, and so ahead of a push behind a large stream. */
+#define VROOM_DEFAULT_RCVBUF (256 << 10) /* the kernel doubles it */
 
 /* Error codes: 1-99 come from the node (docs/protocol.md), 1000 and up are
  * the library's own. */
@@ -104,6 +107,14 @@ struct vroom_handlers {
 	void (*disconnected)(struct vroom *v, const struct vroom_error *e, void *arg);
 };
 
+/* Where a room lives, as the asked node sees the cluster. */
+struct vroom_placement {
+	char node[65];	     /* the node that answered */
+	char relay[65];	     /* the room's relay */
+	size_t nbackups;     /* its ordered backups */
+	char backups[15][65];
+};
+
 /* A request's outcome: err is NULL on success; the other fields are set
  * according to the request. */
 struct vroom_result {
@@ -111,6 +122,7 @@ struct vroom_result {
 	const char *room;		    /* create: the new room's id */
 	uint64_t seq;			    /* push: the seq the node assigned */
 	const struct vroom_room_info *info; /* info */
+	const struct vroom_placement *place; /* place */
 };
 
 typedef void (*vroom_cb)(struct vroom *v, const struct vroom_result *r, void *arg);
@@ -125,6 +137,13 @@ int vroom_connect(struct vroom *v, const char *server, const char *identity, vro
 		  void *arg, struct vroom_error *err);
 /* Closes the connection; pending callbacks run with VROOM_E_CLOSED. */
 void vroom_free(struct vroom *v);
+/* The token HELLO will carry: its text form as `vroom token` prints it
+ * (copied; white space around it ignored), or NULL for none. Call it before
+ * vroom_connect(). A node with trusted keys admits a client only with a
+ * valid token and names it by the token's identity, so identity may then be
+ * NULL or "" (a different one is refused). 0, or -1 with *err set
+ * (VROOM_E_ARG) if the text is not a token. */
+int vroom_set_token(struct vroom *v, const char *token, struct vroom_error *err);
 
 /* Requests. Each returns 0 once queued, or -1 with *err set (not connected,
  * bad argument); cb (may be NULL) runs when the node replies. Strings are
@@ -142,6 +161,9 @@ int vroom_unsubscribe_async(struct vroom *v, const char *room, vroom_cb cb, void
 			    struct vroom_error *err);
 int vroom_info_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
 		     struct vroom_error *err);
+/* The relay and backups of a room id (existing or not). */
+int vroom_place_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
+		      struct vroom_error *err);
 /* Pushes len bytes of data (copied) with dtype to the room's subscribers. */
 int vroom_push_async(struct vroom *v, const char *room, uint8_t dtype, const void *data,
 		     size_t len, vroom_cb cb, void *arg, struct vroom_error *err);
@@ -157,6 +179,10 @@ const char *vroom_session_id(const struct vroom *v);
 /* The node's limit called name in WELCOME (frame_max, max_pending, ...), or 0. */
 uint64_t vroom_limit(const struct vroom *v, const char *name);
 int vroom_connected(const struct vroom *v);
+/* SO_RCVBUF for the next vroom_connect (default VROOM_DEFAULT_RCVBUF; 0:
+ * the system's autotuning, for high-latency links at the cost of latency
+ * behind large streams). */
+void vroom_set_rcvbuf(struct vroom *v, int bytes);
 struct event_base *vroom_base(const struct vroom *v);
 
 /* ---- blocking layer ---- */
@@ -165,6 +191,9 @@ struct event_base *vroom_base(const struct vroom *v);
  * server NULL means VROOM_DEFAULT_SERVER. NULL with *err set on failure. */
 struct vroom *vroom_open(const char *server, const char *identity,
 			 const struct vroom_handlers *h, void *arg, struct vroom_error *err);
+/* vroom_open() with a token (its text form; NULL: none), as vroom_set_token(). */
+struct vroom *vroom_open_token(const char *server, const char *identity, const char *token,
+			       const struct vroom_handlers *h, void *arg, struct vroom_error *err);
 /* vroom_free() plus the base vroom_open() made. vroom_close(NULL) is a no-op. */
 void vroom_close(struct vroom *v);
 /* Each waits for the reply and returns 0, or -1 with *err set. */
@@ -178,6 +207,8 @@ int vroom_unsubscribe(struct vroom *v, const char *room, struct vroom_error *err
 int vroom_info(struct vroom *v, const char *room, struct vroom_room_info *info,
 	       struct vroom_error *err);
 void vroom_info_release(struct vroom_room_info *info);
+int vroom_place(struct vroom *v, const char *room, struct vroom_placement *out,
+		struct vroom_error *err);
 int vroom_push(struct vroom *v, const char *room, uint8_t dtype, const void *data, size_t len,
 	       uint64_t *seq, struct vroom_error *err);
 /* Runs the event loop, dispatching handlers, for up to timeout_ms (-1: no

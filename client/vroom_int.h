@@ -55,6 +55,9 @@ struct vroom {
 	int free_asked;		     /* vroom_free() was called from a callback */
 	int stop;		     /* vroom_run() should return */
 	int wait_ms;		     /* how long a blocking call waits */
+	int rcvbuf;		     /* SO_RCVBUF for the next connect; 0: the system's */
+	uint8_t *token;		     /* the binary token HELLO carries, or NULL */
+	size_t token_len;
 	TAILQ_HEAD(, vroom_writer) writers;
 	TAILQ_HEAD(, vroom_reader) readers;
 	struct vroom_handler handlers[VROOM_MAX_HANDLERS];

@@ -46,6 +46,15 @@ static const struct cfg_opt opts[] = {
 	{"limits", "chunk_max", T_SIZE, F(chunk_max), 0, "BYTES", "largest stream chunk"},
 	{"limits", "stream_window", T_SIZE, F(stream_window), 0, "BYTES",
 	 "bytes of one stream the node holds"},
+	/* abuse limits (docs/protocol.md "Limits") */
+	{"limits", "max_rooms", T_COUNT, F(max_rooms), 1, "N", "rooms on the node"},
+	{"limits", "max_rooms_per_identity", T_COUNT, F(max_rooms_per_identity), 1, "N",
+	 "rooms one identity may own"},
+	{"limits", "max_in_rate", T_SIZE, F(max_in_rate), 0, "BYTES",
+	 "inbound bytes per second per connection (a token bucket); 0: no limit"},
+	{"limits", "max_hello_failures", T_COUNT, F(max_hello_failures), 1, "N",
+	 "failed HELLOs per source address (IPv6: per /64) per minute before its new "
+	 "connections are refused; 0: no limit"},
 	{"timeouts", "room_idle_timeout", T_SECS, F(room_idle_ms), 1, "SECONDS",
 	 "destroy rooms with no data for this long"},
 	{"timeouts", "hello_timeout", T_SECS, F(hello_timeout_ms), 1, "SECONDS",
@@ -54,6 +63,22 @@ static const struct cfg_opt opts[] = {
 	 "end streams whose sender is silent this long"},
 	{"timeouts", "slow_timeout", T_SECS, F(slow_timeout_ms), 1, "SECONDS",
 	 "drop receivers whose output makes no progress this long"},
+	/* The cluster: none of it changes while running. */
+	{"cluster", "cluster", T_STR, F(cluster), 0, "IP:PORT",
+	 "this node's cluster address (udp+tcp); empty: a single node"},
+	{"cluster", "seeds", T_STR, F(seeds), 0, "IP:PORT,...",
+	 "members to join through (empty: found a new cluster)"},
+	{"cluster", "cluster_key", T_STR, F(cluster_key), 0, "FILE",
+	 "the cluster key (make one with 'vroom cluster keygen FILE')"},
+	{"cluster", "node_name", T_STR, F(node_name), 0, "NAME",
+	 "this node's unique name (default: its cluster address)"},
+	{"cluster", "replicas", T_COUNT, F(replicas), 0, "N",
+	 "nodes per room: its relay and replicas - 1 ordered backups"},
+	/* Tokens (docs/protocol.md "Tokens"): the file is re-read on every
+	 * SIGHUP; a new path needs a restart. */
+	{"auth", "trusted_keys", T_STR, F(trusted_keys), 0, "FILE",
+	 "issuer public keys to trust, one base64 key per line (none: clients are "
+	 "trusted for their identity and the node serves loopback only)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -77,6 +102,11 @@ void cfg_defaults(struct cfg *c)
 	c->stream_idle_ms = 30 * 1000;
 	c->slow_timeout_ms = 10 * 1000;
 	c->drain_timeout_ms = 3 * 1000;
+	c->max_rooms = 100000; /* tokens and abuse limits */
+	c->max_rooms_per_identity = 1000;
+	c->max_in_rate = 128u << 20;
+	c->max_hello_failures = 60;
+	c->replicas = 3;
 }
 
 int cfg_check(const struct cfg *c, char *why, size_t whylen)
@@ -89,6 +119,25 @@ int cfg_check(const struct cfg *c, char *why, size_t whylen)
 	}
 	if (cfg_stats_addr(c, addr, sizeof(addr), why, whylen) < 0)
 		return -1;
+	if (c->cluster[0]) {
+		if (addr_split(c->cluster, "", host, sizeof(host), &port) < 0 || !host[0] ||
+		    port == 0) {
+			snprintf(why, whylen, "cluster '%s' is not IP:PORT with a port", c->cluster);
+			return -1;
+		}
+		if (!c->cluster_key[0]) {
+			snprintf(why, whylen, "a cluster needs cluster_key (make one with "
+					      "'vroom cluster keygen FILE')");
+			return -1;
+		}
+		if (c->replicas < 1 || c->replicas > 16) {
+			snprintf(why, whylen, "replicas must be between 1 and 16");
+			return -1;
+		}
+	} else if (c->seeds[0] || c->cluster_key[0]) {
+		snprintf(why, whylen, "seeds and cluster_key need cluster (this node's cluster address)");
+		return -1;
+	}
 	if (c->room_idle_ms < 1000) {
 		snprintf(why, whylen, "room_idle_timeout must be at least 1 second");
 		return -1;
@@ -125,6 +174,15 @@ int cfg_check(const struct cfg *c, char *why, size_t whylen)
 	}
 	if (c->max_conns < 1 || c->max_subs < 1 || c->max_streams < 1) {
 		snprintf(why, whylen, "max_conns, max_subs and max_streams must be at least 1");
+		return -1;
+	}
+	/* tokens and abuse limits */
+	if (c->max_rooms < 1 || c->max_rooms_per_identity < 1) {
+		snprintf(why, whylen, "max_rooms and max_rooms_per_identity must be at least 1");
+		return -1;
+	}
+	if (c->max_in_rate != 0 && (c->max_in_rate < 4096 || c->max_in_rate > (1ull << 40))) {
+		snprintf(why, whylen, "max_in_rate must be 0 (no limit) or 4096 bytes to 1 TiB");
 		return -1;
 	}
 	return 0;

@@ -40,6 +40,17 @@ struct cfg {
 	uint64_t stream_idle_ms;   /* end a stream whose sender is silent this long */
 	uint64_t slow_timeout_ms;  /* drop a receiver whose output is stuck this long */
 	uint64_t drain_timeout_ms; /* SIGTERM: longest wait for clients to flush */
+	char cluster[64];	   /* cluster address IP:PORT; "" = a single node */
+	char seeds[1024];	   /* IP:PORT,... to join through */
+	char cluster_key[512];	   /* path of the cluster key */
+	char node_name[65];	   /* unique name; "" = the cluster address */
+	size_t replicas;	   /* relay + backups per room */
+	/* tokens and abuse limits (docs/protocol.md "Tokens", "Limits") */
+	char trusted_keys[512];	       /* issuer public keys file; "" = none: loopback only */
+	size_t max_rooms;	       /* rooms on the node */
+	size_t max_rooms_per_identity; /* rooms one identity may own */
+	size_t max_in_rate;	       /* inbound bytes/s per connection; 0 = no limit */
+	size_t max_hello_failures;     /* failed HELLOs per source per minute; 0 = no limit */
 };
 
 /* One setting as the table in cfg.c describes it. */

@@ -9,23 +9,41 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include <sodium.h>
+
+#include "node/guard.h"
 #include "node/node.h"
 #include "node/ops.h"
+#include "node/route.h"
 #include "node/streams.h"
 #include "stream/blob.h"
 #include "stream/room.h"
+#include "stream/smap.h"
 #include "stream/wire.h"
 
 #define LINGER_MS 2000 /* how long a closing connection may take to flush */
+/* Stream chunks wait in the bulk queue and enter the output only while it
+ * holds less than this: pushes and replies, which go straight to the
+ * output, pass at most this much stream data. */
+#define BULK_LOW (64u << 10)
 
 enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING, CONN_DEAD };
 
 static const char *state_names[] = {"hello", "ready", "closing", "dead"};
 
+/* A stream this client sends through another node's relay. */
+struct rstream {
+	char id[WIRE_STREAM_ID_MAX + 1];
+	struct peer *p;
+	uint64_t close_rid; /* 0 until its CLOSE is forwarded */
+};
+
 struct conn {
 	struct node *node;
 	struct conns *set;
 	uint64_t id;
+	uint64_t sid;	   /* random: names the session across nodes */
+	struct peer *proxy; /* set: a remote session relayed here over this link */
 	enum conn_state state;
 	struct bufferevent *bev;
 	struct event *timer; /* HELLO deadline, then the linger deadline */
@@ -36,13 +54,25 @@ struct conn {
 	size_t nsubs, capsubs;
 	struct strm **streams; /* at most cfg.max_streams */
 	size_t nstreams;
+	struct rstream *rstreams; /* at most cfg.max_streams */
+	size_t nrstreams;
+	struct peer **used; /* links that carried this session's requests */
+	size_t nused;
+	struct blob **bulk; /* stream chunks not yet in the output, oldest first */
+	size_t bulk_head, bulk_len, bulk_cap, bulk_bytes;
+	/* tokens and limits (node/guard.c) */
+	struct token_grants *grants; /* the token's; NULL: unrestricted */
+	uint64_t token_exp_ms;	     /* the session ends then (Unix ms); 0: never */
+	uint8_t src[QUOTA_WKEY_MAX]; /* failed HELLOs count under this source */
+	uint8_t srclen;
 	TAILQ_ENTRY(conn) link; /* in set->live or set->dead */
 };
 
 struct conns {
 	TAILQ_HEAD(, conn) live, dead;
-	size_t nlive;
+	size_t nlive, nproxies;
 	uint64_t next_id;
+	struct smap *bysid; /* local client connections by session id */
 };
 
 struct conns *conns_new(void)
@@ -52,17 +82,29 @@ struct conns *conns_new(void)
 		return NULL;
 	TAILQ_INIT(&s->live);
 	TAILQ_INIT(&s->dead);
+	if (!(s->bysid = smap_new())) {
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
 static void conn_free(struct conn *c)
 {
+	if (!c->proxy)
+		smap_del(c->set->bysid, &c->sid, sizeof(c->sid));
 	if (c->timer)
 		event_free(c->timer);
 	if (c->bev)
 		bufferevent_free(c->bev); /* closes the socket, unrefs queued blobs */
 	free(c->subs);
 	free(c->streams);
+	free(c->rstreams);
+	free(c->used);
+	for (size_t i = 0; i < c->bulk_len; i++)
+		blob_unref(c->bulk[(c->bulk_head + i) % c->bulk_cap]);
+	free(c->bulk);
+	free(c->grants);
 	free(c->identity);
 	free(c);
 }
@@ -87,12 +129,40 @@ void conns_free(struct conns *s)
 		conn_free(c);
 	}
 	conns_reap(s);
+	smap_free(s->bysid);
 	free(s);
 }
 
 size_t conns_count(const struct conns *s)
 {
-	return s->nlive;
+	return s->nlive - s->nproxies;
+}
+
+struct conn *conns_find_sid(const struct conns *s, uint64_t sid)
+{
+	return smap_get(s->bysid, &sid, sizeof(sid));
+}
+
+void conns_forget_peer(struct conns *s, struct peer *p)
+{
+	struct conn *c, *next;
+	for (c = TAILQ_FIRST(&s->live); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->proxy == p) {
+			conn_close(c, 0, 0, NULL);
+			continue;
+		}
+		for (size_t i = 0; i < c->nused;)
+			if (c->used[i] == p)
+				c->used[i] = c->used[--c->nused];
+			else
+				i++;
+		for (size_t i = 0; i < c->nrstreams;)
+			if (c->rstreams[i].p == p)
+				c->rstreams[i] = c->rstreams[--c->nrstreams];
+			else
+				i++;
+	}
 }
 
 void conns_reap(struct conns *s)
@@ -119,6 +189,8 @@ static void conn_set_state(struct conn *c, enum conn_state to, const char *why)
 		TAILQ_REMOVE(&c->set->live, c, link);
 		TAILQ_INSERT_TAIL(&c->set->dead, c, link);
 		c->set->nlive--;
+		if (c->proxy)
+			c->set->nproxies--;
 		node_schedule_reap(c->node);
 	}
 	c->state = to;
@@ -130,8 +202,12 @@ static void conn_kill(struct conn *c, const char *why)
 	if (c->state == CONN_DEAD)
 		return;
 	drop_subs(c);
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-	event_del(c->timer);
+	if (!c->proxy)
+		route_conn_gone(c->node, c);
+	if (c->bev)
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	if (c->timer)
+		event_del(c->timer);
 	conn_set_state(c, CONN_DEAD, why);
 }
 
@@ -140,7 +216,9 @@ void conns_close_all(struct conns *s, int code, const char *msg)
 	struct conn *c, *next;
 	for (c = TAILQ_FIRST(&s->live); c; c = next) {
 		next = TAILQ_NEXT(c, link);
-		conn_close(c, code, 0, msg);
+		/* A proxy's client is not going anywhere: its node will learn
+		 * of this node's leave; only local clients are told. */
+		conn_close(c, c->proxy ? 0 : code, 0, msg);
 	}
 }
 
@@ -177,6 +255,10 @@ static void on_read(struct bufferevent *bev, void *arg)
 			const char *why;
 			int code = wire_dec_error(node_decoder(n), &why);
 			k->bad_frames++;
+			if (code == WIRE_E_TOO_LARGE) {
+				k->limit_frame++;
+				k->limits_hit++;
+			}
 			vlog(node_log(n), LOG_INFO, "conn %llu %s: bad frame: %s",
 			     (unsigned long long)c->id, c->peer, why);
 			conn_close(c, code, 0, why);
@@ -184,16 +266,40 @@ static void on_read(struct bufferevent *bev, void *arg)
 		}
 		k->frames_in++;
 		k->bytes_in += used;
-		ops_dispatch(n, c, &msg);
+		ops_dispatch(n, c, &msg, p, used);
 		evbuffer_drain(in, used);
+	}
+	/* max_in_rate: the bucket ran dry, so libevent holds reading back. */
+	if (c->bev && guard_bucket(node_guard(n)) && bufferevent_get_read_limit(c->bev) <= 0)
+		k->rate_limited++;
+}
+
+static void unref_blob(const void *data, size_t len, void *arg);
+
+/* Moves queued stream chunks into the output while it is short. */
+static void bulk_refill(struct conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	while (c->bulk_len && evbuffer_get_length(out) < BULK_LOW) {
+		struct blob *b = c->bulk[c->bulk_head];
+		c->bulk_head = (c->bulk_head + 1) % c->bulk_cap;
+		c->bulk_len--;
+		c->bulk_bytes -= blob_len(b);
+		/* The queue's reference passes to the output. */
+		if (evbuffer_add_reference(out, blob_data(b), blob_len(b), unref_blob, b) < 0)
+			blob_unref(b);
 	}
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
-	if (c->state == CONN_CLOSING)
-		conn_kill(c, "flushed");
+	if (c->state == CONN_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_kill(c, "flushed");
+		return;
+	}
+	bulk_refill(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -212,6 +318,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		conn_kill(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+static void arm_expiry(struct conn *c, uint64_t now);
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -222,6 +330,16 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, WIRE_E_TIMEOUT, 0, "no HELLO within the hello timeout");
 	} else if (c->state == CONN_CLOSING) {
 		conn_kill(c, "linger deadline");
+	} else if (c->state == CONN_READY && c->token_exp_ms) {
+		uint64_t now = node_now_ms(c->node);
+		if (now < c->token_exp_ms) {
+			arm_expiry(c, now);
+			return;
+		}
+		node_counters(c->node)->tokens_expired++;
+		vlog(node_log(c->node), LOG_INFO, "conn %llu %s (%s): token expired",
+		     (unsigned long long)c->id, c->peer, conn_identity(c));
+		conn_close(c, WIRE_E_AUTH, 0, "token expired");
 	}
 }
 
@@ -241,6 +359,7 @@ struct conn *conn_new(struct node *n, evutil_socket_t fd, const char *peer)
 	c->node = n;
 	c->set = s;
 	c->id = ++s->next_id;
+	randombytes_buf(&c->sid, sizeof(c->sid));
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	c->bev = bufferevent_socket_new(node_base(n), fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(node_base(n), on_timer, c);
@@ -250,17 +369,127 @@ struct conn *conn_new(struct node *n, evutil_socket_t fd, const char *peer)
 		conn_free(c);
 		return NULL;
 	}
+	if (smap_put(s->bysid, &c->sid, sizeof(c->sid), c) < 0) {
+		conn_free(c);
+		return NULL;
+	}
 	TAILQ_INSERT_TAIL(&s->live, c, link);
 	s->nlive++;
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
 	/* Never buffer more than one largest frame plus a read's worth. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0, cfg->frame_max + WIRE_HDR + 65536);
+	/* on_write runs whenever the output drops under BULK_LOW. */
+	bufferevent_setwatermark(c->bev, EV_WRITE, BULK_LOW, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	struct timeval wt = {(time_t)(cfg->slow_timeout_ms / 1000),
 			     (suseconds_t)(cfg->slow_timeout_ms % 1000) * 1000};
 	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	struct ev_token_bucket_cfg *bucket = guard_bucket(node_guard(n));
+	if (bucket)
+		bufferevent_set_rate_limit(c->bev, bucket); /* max_in_rate */
 	arm(c, cfg->hello_timeout_ms);
 	return c;
+}
+
+struct conn *conn_new_proxy(struct node *n, struct peer *p, uint64_t sid, const char *identity,
+			    size_t len)
+{
+	struct conns *s = node_conns(n);
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->node = n;
+	c->set = s;
+	c->id = ++s->next_id;
+	c->sid = sid;
+	c->proxy = p;
+	snprintf(c->peer, sizeof(c->peer), "proxy:%016llx", (unsigned long long)sid);
+	c->identity = strndup(identity, len);
+	c->idlen = c->identity ? len : 0;
+	c->state = CONN_READY;
+	TAILQ_INSERT_TAIL(&s->live, c, link);
+	s->nlive++;
+	s->nproxies++;
+	return c;
+}
+
+uint64_t conn_sid(const struct conn *c)
+{
+	return c->sid;
+}
+
+struct peer *conn_proxy_peer(const struct conn *c)
+{
+	return c->proxy;
+}
+
+int conn_note_peer(struct conn *c, struct peer *p)
+{
+	for (size_t i = 0; i < c->nused; i++)
+		if (c->used[i] == p)
+			return 0;
+	struct peer **v = realloc(c->used, (c->nused + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	c->used = v;
+	v[c->nused++] = p;
+	return 0;
+}
+
+size_t conn_peers_used(const struct conn *c, struct peer *const **list)
+{
+	*list = c->used;
+	return c->nused;
+}
+
+int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p)
+{
+	if (c->nrstreams + c->nstreams >= node_cfg(c->node)->max_streams || len > WIRE_STREAM_ID_MAX)
+		return -1;
+	struct rstream *v = realloc(c->rstreams, (c->nrstreams + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	c->rstreams = v;
+	memcpy(v[c->nrstreams].id, id, len);
+	v[c->nrstreams].id[len] = '\0';
+	v[c->nrstreams].p = p;
+	v[c->nrstreams].close_rid = 0;
+	c->nrstreams++;
+	return 0;
+}
+
+static long rstream_index(const struct conn *c, const char *id, size_t len)
+{
+	for (size_t i = 0; i < c->nrstreams; i++)
+		if (strlen(c->rstreams[i].id) == len && memcmp(c->rstreams[i].id, id, len) == 0)
+			return (long)i;
+	return -1;
+}
+
+struct peer *conn_rstream(const struct conn *c, const char *id, size_t len)
+{
+	long i = rstream_index(c, id, len);
+	return i < 0 ? NULL : c->rstreams[i].p;
+}
+
+void conn_rstream_closing(struct conn *c, const char *id, size_t len, uint64_t rid)
+{
+	long i = rstream_index(c, id, len);
+	if (i >= 0)
+		c->rstreams[i].close_rid = rid ? rid : 1;
+}
+
+void conn_rstream_done(struct conn *c, const char *id, size_t len, uint64_t rid)
+{
+	for (size_t i = 0; i < c->nrstreams; i++) {
+		struct rstream *r = &c->rstreams[i];
+		int hit = id ? strlen(r->id) == len && memcmp(r->id, id, len) == 0
+			     : r->close_rid != 0 && r->close_rid == rid;
+		if (hit) {
+			c->rstreams[i] = c->rstreams[--c->nrstreams];
+			return;
+		}
+	}
 }
 
 uint64_t conn_id(const struct conn *c)
@@ -308,7 +537,7 @@ void conn_set_ready(struct conn *c, const char *identity, size_t len)
 static int over_pending(struct conn *c, size_t len)
 {
 	struct node *n = c->node;
-	size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+	size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev)) + c->bulk_bytes;
 	if (pending + len <= node_cfg(n)->max_pending)
 		return 0;
 	node_counters(n)->slow_consumers++;
@@ -320,14 +549,25 @@ static int over_pending(struct conn *c, size_t len)
 	return 1;
 }
 
-void conn_send(struct conn *c, const struct wire_buf *b)
+void conn_send_raw(struct conn *c, const uint8_t *frame, size_t len)
 {
-	if (!conn_alive(c) || over_pending(c, b->len))
+	if (!conn_alive(c))
+		return;
+	if (c->proxy) {
+		route_proxy_send(c->node, c->proxy, c->sid, frame, len);
+		return;
+	}
+	if (over_pending(c, len))
 		return;
 	struct node_counters *k = node_counters(c->node);
-	evbuffer_add(bufferevent_get_output(c->bev), b->p, b->len);
+	evbuffer_add(bufferevent_get_output(c->bev), frame, len);
 	k->frames_out++;
-	k->bytes_out += b->len;
+	k->bytes_out += len;
+}
+
+void conn_send(struct conn *c, const struct wire_buf *b)
+{
+	conn_send_raw(c, b->p, b->len);
 }
 
 static void unref_blob(const void *data, size_t len, void *arg)
@@ -339,6 +579,10 @@ int conn_send_blob(struct conn *c, struct blob *b)
 {
 	if (!conn_alive(c))
 		return 0;
+	if (c->proxy) {
+		route_proxy_send(c->node, c->proxy, c->sid, blob_data(b), blob_len(b));
+		return 0;
+	}
 	struct node *n = c->node;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t len = blob_len(b);
@@ -354,6 +598,37 @@ int conn_send_blob(struct conn *c, struct blob *b)
 	return 0;
 }
 
+int conn_send_bulk(struct conn *c, struct blob *b)
+{
+	if (!conn_alive(c))
+		return 0;
+	if (c->proxy || (c->bulk_len == 0 && evbuffer_get_length(bufferevent_get_output(c->bev)) <
+						 BULK_LOW))
+		return conn_send_blob(c, b);
+	if (over_pending(c, blob_len(b)))
+		return -1;
+	if (c->bulk_len == c->bulk_cap) {
+		size_t cap = c->bulk_cap ? 2 * c->bulk_cap : 16;
+		struct blob **v = malloc(cap * sizeof(*v));
+		if (!v) {
+			conn_kill(c, "out of memory");
+			return -1;
+		}
+		for (size_t i = 0; i < c->bulk_len; i++)
+			v[i] = c->bulk[(c->bulk_head + i) % c->bulk_cap];
+		free(c->bulk);
+		c->bulk = v;
+		c->bulk_head = 0;
+		c->bulk_cap = cap;
+	}
+	c->bulk[(c->bulk_head + c->bulk_len) % c->bulk_cap] = blob_ref(b);
+	c->bulk_len++;
+	c->bulk_bytes += blob_len(b);
+	node_counters(c->node)->frames_out++;
+	node_counters(c->node)->bytes_out += blob_len(b);
+	return 0;
+}
+
 void conn_close(struct conn *c, int code, uint64_t rid, const char *msg)
 {
 	if (!conn_alive(c))
@@ -363,6 +638,13 @@ void conn_close(struct conn *c, int code, uint64_t rid, const char *msg)
 		wire_enc_error(b, rid, code, msg);
 		conn_send(c, b);
 		node_counters(c->node)->errors_sent++;
+	}
+	/* max_hello_failures: the node ends a connection that never got in */
+	if (c->state == CONN_HELLO && code && code != WIRE_E_SHUTDOWN && !c->proxy)
+		guard_hello_failed(node_guard(c->node), c->src, c->srclen);
+	if (c->proxy) {
+		conn_kill(c, code ? wire_err_name(code) : "closed");
+		return;
 	}
 	drop_subs(c);
 	bufferevent_disable(c->bev, EV_READ);
@@ -416,8 +698,11 @@ void conn_unsubscribe(struct conn *c, struct room_sub *s)
 {
 	for (size_t i = 0; i < c->nsubs; i++) {
 		if (c->subs[i] == s) {
+			struct room *r = room_sub_room(s);
 			c->subs[i] = c->subs[--c->nsubs];
 			room_unsubscribe(s);
+			if (room_marks(r) & ROUTE_MIRROR)
+				route_mirror_changed(c->node, r);
 			return;
 		}
 	}
@@ -452,4 +737,39 @@ void conn_stream_del(struct conn *c, struct strm *s)
 size_t conn_stream_count(const struct conn *c)
 {
 	return c->nstreams;
+}
+
+/* ---- tokens and limits ---- */
+
+void conn_set_source(struct conn *c, const uint8_t *key, size_t len)
+{
+	c->srclen = (uint8_t)(len < sizeof(c->src) ? len : sizeof(c->src));
+	memcpy(c->src, key, c->srclen);
+}
+
+/* Wakes at the token's expiry, or in a minute to look again (the expiry is
+ * wall-clock time, the timer monotonic). */
+static void arm_expiry(struct conn *c, uint64_t now)
+{
+	uint64_t left = c->token_exp_ms > now ? c->token_exp_ms - now : 0;
+	arm(c, left < 60000 ? left : 60000);
+}
+
+int conn_set_token(struct conn *c, const struct token_grants *g, uint64_t exp_ms)
+{
+	free(c->grants);
+	c->grants = NULL;
+	if (g && !(c->grants = malloc(sizeof(*g))))
+		return -1;
+	if (g)
+		memcpy(c->grants, g, sizeof(*g));
+	c->token_exp_ms = exp_ms;
+	if (exp_ms && c->timer && c->state == CONN_READY)
+		arm_expiry(c, node_now_ms(c->node));
+	return 0;
+}
+
+const struct token_grants *conn_grants(const struct conn *c)
+{
+	return c->grants;
 }

@@ -25,6 +25,7 @@ struct blob;
 struct room;
 struct room_sub;
 struct strm;
+struct peer;
 struct wire_buf;
 
 /* The set of a node's connections, live and dead. */
@@ -39,8 +40,31 @@ void conns_close_all(struct conns *s, int code, const char *msg);
 /* Whether every connection is dead or gone (shutdown is complete). */
 int conns_all_dead(const struct conns *s);
 
+/* The local client connection with this session id, or NULL. */
+struct conn *conns_find_sid(const struct conns *s, uint64_t sid);
+/* A link went away: proxies over it end, and no connection keeps it. */
+void conns_forget_peer(struct conns *s, struct peer *p);
+
 /* Wraps an accepted socket (the conn owns fd). NULL on no memory. */
 struct conn *conn_new(struct node *n, evutil_socket_t fd, const char *peer);
+
+/* A proxy: the session sid of a client of another node, reached over p. It
+ * is READY at once with that node's word for its identity (copied). */
+struct conn *conn_new_proxy(struct node *n, struct peer *p, uint64_t sid, const char *identity,
+			    size_t len);
+/* The session id: random, names the session across nodes. */
+uint64_t conn_sid(const struct conn *c);
+/* The link a proxy's session lives behind, or NULL for a local client. */
+struct peer *conn_proxy_peer(const struct conn *c);
+/* Links that carried this local session's requests (to end it there). */
+int conn_note_peer(struct conn *c, struct peer *p);
+size_t conn_peers_used(const struct conn *c, struct peer *const **list);
+/* Streams this local client sends through another node's relay. */
+int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p);
+struct peer *conn_rstream(const struct conn *c, const char *id, size_t len);
+void conn_rstream_closing(struct conn *c, const char *id, size_t len, uint64_t rid);
+/* Forgets a remote stream: by id, or (id NULL) the one whose close had rid. */
+void conn_rstream_done(struct conn *c, const char *id, size_t len, uint64_t rid);
 
 uint64_t conn_id(const struct conn *c);
 const char *conn_peer(const struct conn *c);
@@ -55,10 +79,15 @@ int conn_alive(const struct conn *c);
 
 /* Queues a copy of b's bytes. */
 void conn_send(struct conn *c, const struct wire_buf *b);
+/* Queues a copy of one encoded frame. */
+void conn_send_raw(struct conn *c, const uint8_t *frame, size_t len);
 /* Queues a reference to blob (the conn takes its own reference). Returns 0,
  * or -1 if this would pass max_pending: the conn is then dropped as a slow
  * consumer and the caller must not touch it again in this turn. */
 int conn_send_blob(struct conn *c, struct blob *b);
+/* Like conn_send_blob, for stream chunks: they wait behind a short output
+ * so that pushes and replies pass them (see BULK_LOW). */
+int conn_send_bulk(struct conn *c, struct blob *b);
 /* Sends an error reply (if code != 0) and closes after flushing it. */
 void conn_close(struct conn *c, int code, uint64_t rid, const char *msg);
 /* Replies with an error; closes if the code is fatal. */
@@ -76,5 +105,16 @@ size_t conn_sub_count(const struct conn *c);
 int conn_stream_add(struct conn *c, struct strm *s);
 void conn_stream_del(struct conn *c, struct strm *s);
 size_t conn_stream_count(const struct conn *c);
+
+/* ---- tokens and limits (node/guard.c) ---- */
+struct token_grants;
+/* The source address key failed HELLOs count under (copied). */
+void conn_set_source(struct conn *c, const uint8_t *key, size_t len);
+/* After HELLO: the token's grants (copied; NULL: unrestricted) and its
+ * expiry in Unix ms (0: none), when the node closes the session with
+ * `auth`. 0, or -1 on no memory. */
+int conn_set_token(struct conn *c, const struct token_grants *g, uint64_t exp_ms);
+/* The grants of the session's token, or NULL when it is unrestricted. */
+const struct token_grants *conn_grants(const struct conn *c);
 
 #endif

@@ -14,7 +14,11 @@
 #include <event2/util.h>
 #include <sodium.h>
 
+#include "node/clus.h"
 #include "node/conn.h"
+#include "node/guard.h"
+#include "node/peer.h"
+#include "node/route.h"
 #include "node/streams.h"
 #include "stream/addr.h"
 #include "stream/blob.h"
@@ -29,6 +33,8 @@ struct node {
 	struct rooms *rooms;
 	struct strms *strms;
 	struct conns *conns;
+	struct clus *clus;   /* NULL: a single node */
+	struct route *route;
 	struct wire_dec *dec;
 	struct wire_buf scratch;
 	struct evconnlistener *lev;
@@ -41,6 +47,7 @@ struct node {
 	char addr[80];	  /* the client listener's bound HOST:PORT */
 	char id[17];
 	struct node_counters k;
+	struct guard *guard; /* tokens and abuse limits */
 };
 
 /* After a loop turn: stream windows that moved, then dead connections
@@ -55,6 +62,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 			strm_unref(s);
 		}
 		conns_reap(n->conns);
+		route_flush(n);
 	} while (strms_due(n->strms));
 }
 
@@ -90,11 +98,12 @@ struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog 
 	n->rooms = rooms_new(c->max_grants);
 	n->strms = strms_new(kick_reaper, n);
 	n->conns = conns_new();
+	n->route = route_new(n);
 	n->dec = wire_dec_new(c->frame_max);
 	n->reaper = event_new(base, -1, 0, on_reap, n);
 	n->sweep = event_new(base, -1, EV_PERSIST, on_sweep, n);
 	wire_buf_init(&n->scratch);
-	if (!n->rooms || !n->strms || !n->conns || !n->dec || !n->reaper || !n->sweep) {
+	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->dec || !n->reaper || !n->sweep) {
 		*cause = "out of memory";
 		node_free(n);
 		return NULL;
@@ -112,6 +121,9 @@ void node_free(struct node *n)
 	if (n->lev)
 		evconnlistener_free(n->lev);
 	conns_free(n->conns); /* first: it ends streams and subscriptions */
+	guard_free(n->guard); /* after the connections reading through its bucket */
+	route_free(n->route);
+	clus_free(n->clus);
 	strms_free(n->strms);
 	rooms_free(n->rooms);
 	wire_dec_free(n->dec);
@@ -154,18 +166,37 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		n->k.conns_rejected++;
 		if (!n->draining) {
 			n->k.limits_hit++;
+			n->k.limit_conns++;
 			vlog(n->log, LOG_WARN, "refused %s: max_conns (%zu) reached", peer,
 			     n->cfg.max_conns);
 		}
 		return;
 	}
+	uint8_t src[QUOTA_WKEY_MAX];
+	size_t srclen = guard_source(sa, src);
+	if (guard_accept(n->guard, src, srclen, peer) < 0) {
+		struct wire_buf *b = node_scratch(n);
+		wire_enc_error(b, 0, WIRE_E_LIMIT,
+			       "too many failed HELLOs from this address; try again in a minute "
+			       "(max_hello_failures)");
+		(void)send(fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		evutil_closesocket(fd);
+		n->k.conns_rejected++;
+		return;
+	}
 	evutil_make_socket_nonblocking(fd);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (!conn_new(n, fd, peer)) {
+	/* Keep unsent bytes in the node, where a push can pass stream chunks,
+	 * rather than in the kernel, where it cannot. */
+	int lowat = 128 << 10;
+	setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+	struct conn *c = conn_new(n, fd, peer);
+	if (!c) {
 		vlog(n->log, LOG_ERR, "refused %s: out of memory", peer);
 		return;
 	}
+	conn_set_source(c, src, srclen);
 	n->k.conns_accepted++;
 }
 
@@ -191,6 +222,8 @@ int node_start(struct node *n, char *why, size_t whylen)
 {
 	char host[256];
 	int port;
+	if (!n->guard && !(n->guard = guard_new(n, why, whylen)))
+		return -1;
 	if (addr_split(n->cfg.listen, "127.0.0.1", host, sizeof(host), &port) < 0) {
 		snprintf(why, whylen, "listen address '%s' is not HOST:PORT", n->cfg.listen);
 		return -1;
@@ -207,11 +240,12 @@ int node_start(struct node *n, char *why, size_t whylen)
 			 evutil_gai_strerror(rc));
 		return -1;
 	}
-	if (!is_loopback(ai->ai_addr) && !n->cfg.insecure) {
+	if (!is_loopback(ai->ai_addr) && !n->cfg.insecure && !guard_keys(n->guard)) {
 		snprintf(why, whylen,
-			 "refusing to listen on %s: without token authentication a node trusts "
-			 "the identity each client claims, so it serves loopback only; pass "
-			 "--insecure to listen on %s anyway",
+			 "refusing to listen on %s: without trusted keys a node trusts the "
+			 "identity each client claims, so it serves loopback only; pass "
+			 "--trusted-keys FILE to require tokens, or --insecure to listen on %s "
+			 "anyway",
 			 n->cfg.listen, host);
 		evutil_freeaddrinfo(ai);
 		return -1;
@@ -244,6 +278,18 @@ int node_start(struct node *n, char *why, size_t whylen)
 	/* Tests and scripts read this line to learn an ephemeral port. */
 	vlog(n->log, LOG_NOTICE, "node %s listening on %s:%d (clients)", n->id, shost, sport);
 
+	if (n->cfg.cluster[0]) {
+		struct clus_cfg cc = {
+			.addr = n->cfg.cluster,
+			.seeds = n->cfg.seeds,
+			.key_file = n->cfg.cluster_key,
+			.name = n->cfg.node_name,
+			.client_addr = n->addr,
+			.replicas = (unsigned)n->cfg.replicas,
+		};
+		if (!(n->clus = clus_new(n, &cc, why, whylen)))
+			return -1;
+	}
 	arm_sweep(n);
 	return 0;
 }
@@ -267,6 +313,8 @@ void node_shutdown(struct node *n)
 	n->draining = 1;
 	vlog(n->log, LOG_NOTICE, "shutting down: closing %zu connections",
 	     conns_count(n->conns));
+	if (n->clus)
+		clus_leave(n->clus);
 	if (n->lev)
 		evconnlistener_disable(n->lev);
 	conns_close_all(n->conns, WIRE_E_SHUTDOWN, "node is shutting down");
@@ -339,6 +387,36 @@ void node_schedule_reap(struct node *n)
 	event_active(n->reaper, 0, 0);
 }
 
+struct clus *node_clus(struct node *n)
+{
+	return n->clus;
+}
+
+struct route *node_route(struct node *n)
+{
+	return n->route;
+}
+
+int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame)
+{
+	void *who = room_sub_who(s);
+	if (!who)
+		return -1;
+	if (room_sub_is_peer(s))
+		return peer_send(who, blob_data(frame), blob_len(frame));
+	return conn_send_blob(who, frame);
+}
+
+int node_send_bulk(struct node *n, struct room_sub *s, struct blob *frame)
+{
+	void *who = room_sub_who(s);
+	if (!who)
+		return -1;
+	if (room_sub_is_peer(s))
+		return peer_send(who, blob_data(frame), blob_len(frame));
+	return conn_send_bulk(who, frame);
+}
+
 void node_room_close(struct node *n, struct room *r, const char *reason)
 {
 	if (room_streams(r))
@@ -355,13 +433,20 @@ void node_room_close(struct node *n, struct room *r, const char *reason)
 	struct room_sub *s, *next;
 	for (s = room_subs(r); s; s = next) {
 		next = room_sub_next(s);
-		struct conn *to = room_sub_who(s);
+		void *to = room_sub_who(s);
 		/* A slow consumer is dropped by conn_send_blob, and its
 		 * subscription with it. */
-		if (!frame || conn_send_blob(to, frame) == 0)
+		if (room_sub_is_peer(s)) {
+			if (frame)
+				peer_send(to, blob_data(frame), blob_len(frame));
+			room_unsubscribe(s);
+		} else if (!frame || conn_send_bulk(to, frame) == 0) {
+			/* Behind the END frames of the room's streams. */
 			conn_unsubscribe(to, s);
+		}
 	}
 	blob_unref(frame);
+	guard_room_gone(n->guard, r);
 	rooms_destroy(n->rooms, r);
 }
 
@@ -381,6 +466,7 @@ void node_reconfigure(struct node *n, const struct cfg *c)
 	vlog_set_level(n->log, c->log_level);
 	rooms_set_max_grants(n->rooms, c->max_grants);
 	arm_sweep(n); /* the tick follows the shorter idle timeout */
+	node_reload_keys(n);
 }
 
 uint64_t node_mono_ns(void)
@@ -419,4 +505,16 @@ void node_latency_add(struct node *n, uint64_t ns)
 	n->k.lat_bucket[i]++;
 	n->k.lat_count++;
 	n->k.lat_sum_ns += ns;
+}
+
+/* ---- tokens and abuse limits ---- */
+
+struct guard *node_guard(struct node *n)
+{
+	return n->guard;
+}
+
+int node_reload_keys(struct node *n)
+{
+	return guard_reload(n->guard);
 }

@@ -25,6 +25,11 @@ struct strms;
 struct room;
 struct wire_buf;
 struct wire_dec;
+struct clus;
+struct route;
+struct room_sub;
+struct conn;
+struct blob;
 
 #define NODE_LAT_BUCKETS 13
 
@@ -36,12 +41,27 @@ struct node_counters {
 	uint64_t errors_sent, bad_frames, slow_consumers, hello_timeouts, limits_hit;
 	uint64_t rooms_created, rooms_removed, rooms_expired;
 	uint64_t streams_opened, streams_ended, stream_timeouts, stream_bytes;
+	uint64_t forwarded; /* requests sent on to another node's relay */
 	uint64_t failovers; /* rooms taken over from a failed relay (cluster: not yet) */
 	/* Delivery latency: from the start of the read callback that held a
 	 * PUSH to its DELIVER queued on a subscriber's output, one sample per
 	 * delivery; lat_bucket[i] counts samples up to node_lat_bound_us(i)
 	 * (not cumulative; the last bucket is unbounded). */
 	uint64_t lat_count, lat_sum_ns, lat_bucket[NODE_LAT_BUCKETS];
+	/* Tokens and abuse limits: each refusal where it happens (limits_hit
+	 * is their sum, with max_grants). */
+	uint64_t auth_failures;	  /* HELLOs refused with `auth` (tokens, identities) */
+	uint64_t hello_failures;  /* connections the node ended before HELLO was done */
+	uint64_t hello_refused;	  /* accepts refused: source over max_hello_failures */
+	uint64_t tokens_expired;  /* sessions closed because their token expired */
+	uint64_t limit_conns;	  /* accepts refused at max_conns */
+	uint64_t limit_frame;	  /* frames refused over frame_max */
+	uint64_t limit_rooms;	  /* CREATEs refused at max_rooms */
+	uint64_t limit_owner;	  /* CREATEs refused at max_rooms_per_identity */
+	uint64_t limit_subs;	  /* SUBSCRIBEs refused at max_subs */
+	uint64_t limit_streams;	  /* STREAM_OPENs refused at max_streams */
+	uint64_t rate_limited;	  /* reads held back by max_in_rate (bucket empty) */
+	uint64_t grant_refusals;  /* requests refused by a token's grants */
 };
 
 /* A node on base with settings c (copied) that logs to log (borrowed).
@@ -91,7 +111,24 @@ void node_latency_add(struct node *n, uint64_t ns);
 /* The upper bound of latency bucket i in microseconds; 0 for the last
  * (unbounded) one. */
 uint64_t node_lat_bound_us(size_t i);
+/* The cluster runtime, or NULL for a single node; the router. */
+struct clus *node_clus(struct node *n);
+struct route *node_route(struct node *n);
+/* Hands a shared frame to one subscription: a local client's output, or
+ * a subscribing node's link. 0, or -1 if it was dropped (slow or gone). */
+int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame);
+/* The same for a stream chunk, which pushes and replies may pass. */
+int node_send_bulk(struct node *n, struct room_sub *s, struct blob *frame);
 /* Tells every subscriber the room closed for reason, then destroys it. */
 void node_room_close(struct node *n, struct room *r, const char *reason);
+
+/* ---- tokens and abuse limits ---- */
+struct guard;
+/* The node's guard (node/guard.h): trusted keys, tokens at HELLO, grants,
+ * rooms per owner, failed HELLOs per source, the inbound bucket. */
+struct guard *node_guard(struct node *n);
+/* Re-reads the trusted keys file (node_reconfigure does on SIGHUP). 0, or
+ * -1 with the reason logged and the keys in use kept. */
+int node_reload_keys(struct node *n);
 
 #endif

@@ -3,8 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "node/clus.h"
 #include "node/conn.h"
+#include "node/guard.h"
 #include "node/node.h"
+#include "node/route.h"
 #include "node/streams.h"
 #include "stream/blob.h"
 #include "stream/room.h"
@@ -62,12 +65,26 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 		conn_error(c, m->rid, WIRE_E_VERSION, msg);
 		return;
 	}
-	if (!valid_identity(S(m->f[1]))) {
+	/* With trusted keys the token names the identity (HELLO's must be
+	 * empty or the same); without, the node believes the claim. */
+	struct guard *g = node_guard(n);
+	struct token_claims cl;
+	const char *id = m->f[1].s.ptr;
+	size_t idlen = m->f[1].s.len;
+	if (guard_keys(g)) {
+		if (guard_hello(g, c, m, &cl) < 0)
+			return;
+		id = cl.identity;
+		idlen = cl.idlen;
+	} else if (!valid_identity(id, idlen)) {
+		node_counters(n)->auth_failures++;
 		conn_error(c, m->rid, WIRE_E_AUTH,
 			   "identity must be 1-128 bytes of UTF-8 without spaces or control characters");
 		return;
 	}
-	conn_set_ready(c, S(m->f[1]));
+	conn_set_ready(c, id, idlen);
+	if (guard_keys(g))
+		guard_admit(g, c, &cl);
 
 	char session[48];
 	snprintf(session, sizeof(session), "%s-%llu", node_id(n), (unsigned long long)conn_id(c));
@@ -100,15 +117,30 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 	     conn_peer(c), conn_identity(c));
 }
 
-static void op_create(struct node *n, struct conn *c, const struct wire_msg *m)
+/* CREATE from a client, or CREATE_ID from another node, which chose the id
+ * so that this node is its relay. */
+void ops_create_id(struct node *n, struct conn *c, const struct wire_msg *m)
 {
-	struct room *r = rooms_create(node_rooms(n), conn_identity(c), conn_identity_len(c),
-				      node_now_ms(n));
+	struct room *r;
+	if (!guard_may_create(node_guard(n), c, m->rid))
+		return;
+	if (m->type == WIRE_CREATE_ID) {
+		r = rooms_create_id(node_rooms(n), S(m->f[0]), conn_identity(c),
+				    conn_identity_len(c), node_now_ms(n));
+		if (!r && !rooms_find(node_rooms(n), S(m->f[0]))) {
+			conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "not a room id");
+			return;
+		}
+	} else {
+		r = rooms_create(node_rooms(n), conn_identity(c), conn_identity_len(c),
+				 node_now_ms(n));
+	}
 	if (!r) {
-		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory creating the room");
+		conn_error(c, m->rid, WIRE_E_INTERNAL, "cannot create the room (id taken or no memory)");
 		return;
 	}
 	node_counters(n)->rooms_created++;
+	guard_room_added(node_guard(n), r);
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
 	wire_pack_cstr(pk, room_id(r));
@@ -153,64 +185,67 @@ static void op_grant(struct node *n, struct conn *c, const struct wire_msg *m, i
 	reply_ok(n, c, m->rid);
 }
 
-static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *m)
+/* Subscribes c to r (a room relayed here, or a mirror of one relayed
+ * elsewhere) with the topics of SUBSCRIBE m. 0 when subscribed (no reply
+ * sent yet); else the error was replied and its code is returned. */
+int ops_subscribe_local(struct node *n, struct conn *c, struct room *r, const struct wire_msg *m)
 {
-	struct room *r = room_arg(n, c, m);
-	if (!r)
-		return;
+	if (!guard_may(node_guard(n), c, r, TOKEN_SUB, m->rid))
+		return WIRE_E_FORBIDDEN;
 	struct room_sub *s = conn_find_sub(c, r);
 	const msgpack_object *topics = m->nfields > 1 ? m->f[1].o : NULL;
 	if (topics && topics->via.array.size > WIRE_TOPICS_MAX) {
 		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "at most 16 topics per subscription");
-		return;
+		return WIRE_E_BAD_REQUEST;
 	}
 	for (uint32_t i = 0; topics && i < topics->via.array.size; i++) {
 		const msgpack_object *t = &topics->via.array.ptr[i];
 		if (t->type != MSGPACK_OBJECT_STR || t->via.str.size > WIRE_TOPIC_MAX) {
-			conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "topics must be strings of at most 128 bytes");
-			return;
+			conn_error(c, m->rid, WIRE_E_BAD_REQUEST,
+				   "topics must be strings of at most 128 bytes");
+			return WIRE_E_BAD_REQUEST;
 		}
 	}
 	if (s) {
 		/* Subscribing again replaces the topic filter for streams opened
 		 * from now on; streams already open go on. */
 		room_sub_clear_topics(s);
-		int bad = 0;
-		for (uint32_t i = 0; !bad && topics && i < topics->via.array.size; i++)
-			bad = room_sub_add_topic(s, topics->via.array.ptr[i].via.str.ptr,
-						 topics->via.array.ptr[i].via.str.size,
-						 WIRE_TOPICS_MAX) < 0;
-		if (bad)
-			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
-		else
-			reply_ok(n, c, m->rid);
-		return;
-	}
-	{
+	} else {
 		int rc = conn_subscribe(c, r);
 		if (rc == -1) {
 			node_counters(n)->limits_hit++;
+			node_counters(n)->limit_subs++;
 			conn_error(c, m->rid, WIRE_E_LIMIT,
 				   "too many subscriptions on this connection (max_subs)");
-			return;
+			return WIRE_E_LIMIT;
 		}
 		if (rc < 0) {
 			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
-			return;
+			return WIRE_E_INTERNAL;
 		}
 		s = conn_find_sub(c, r);
-		int bad = room_sub_set_identity(s, conn_identity(c), conn_identity_len(c)) < 0;
-		for (uint32_t i = 0; !bad && topics && i < topics->via.array.size; i++)
-			bad = room_sub_add_topic(s, topics->via.array.ptr[i].via.str.ptr,
-						 topics->via.array.ptr[i].via.str.size,
-						 WIRE_TOPICS_MAX) < 0;
-		if (bad) {
+		if (room_sub_set_identity(s, conn_identity(c), conn_identity_len(c)) < 0) {
 			conn_unsubscribe(c, s);
 			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
-			return;
+			return WIRE_E_INTERNAL;
 		}
 	}
-	reply_ok(n, c, m->rid);
+	for (uint32_t i = 0; topics && i < topics->via.array.size; i++) {
+		if (room_sub_add_topic(s, topics->via.array.ptr[i].via.str.ptr,
+				       topics->via.array.ptr[i].via.str.size, WIRE_TOPICS_MAX) < 0) {
+			conn_unsubscribe(c, s);
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
+			return WIRE_E_INTERNAL;
+		}
+	}
+	return 0;
+}
+
+static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (r && ops_subscribe_local(n, c, r, m) == 0)
+		reply_ok(n, c, m->rid);
 }
 
 static void op_unsubscribe(struct node *n, struct conn *c, const struct wire_msg *m)
@@ -227,7 +262,7 @@ static void op_unsubscribe(struct node *n, struct conn *c, const struct wire_msg
 static void op_info(struct node *n, struct conn *c, const struct wire_msg *m)
 {
 	struct room *r = room_arg(n, c, m);
-	if (!r)
+	if (!r || !guard_may_info(node_guard(n), c, r, m->rid))
 		return;
 	int owner = room_is_owner(r, conn_identity(c), conn_identity_len(c));
 	struct wire_buf *b = node_scratch(n);
@@ -240,7 +275,7 @@ static void op_info(struct node *n, struct conn *c, const struct wire_msg *m)
 	wire_pack_cstr(pk, "owner");
 	wire_pack_cstr(pk, room_owner(r));
 	wire_pack_cstr(pk, "subscribers");
-	msgpack_pack_uint64(pk, room_sub_count(r));
+	msgpack_pack_uint64(pk, room_subscribers(r));
 	wire_pack_cstr(pk, "created_ms");
 	msgpack_pack_uint64(pk, room_created(r));
 	wire_pack_cstr(pk, "last_active_ms");
@@ -277,6 +312,8 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 		conn_error(c, m->rid, WIRE_E_FORBIDDEN, "this identity may not push to the room");
 		return;
 	}
+	if (!guard_may(node_guard(n), c, r, TOKEN_PUSH, m->rid))
+		return;
 	if (m->f[1].u > 255) {
 		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "dtype must be 0-255");
 		return;
@@ -286,32 +323,40 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	room_touch(node_rooms(n), r, node_now_ms(n));
 	room_count(r, data->len);
 
+	/* [201, 0, room, seq, sender, dtype, data, origin]: the payload is
+	 * copied once between the header and the trailing origin session, which
+	 * lets another node skip the pushing client among its own. */
+	uint8_t trailer[9];
+	trailer[0] = 0xcf; /* uint64 */
+	uint64_t origin = conn_sid(c);
+	for (int i = 0; i < 8; i++)
+		trailer[1 + i] = (uint8_t)(origin >> (56 - 8 * i));
 	struct wire_buf *b = node_scratch(n);
-	msgpack_packer *pk = wire_begin(b, WIRE_DELIVER, 0, 5);
+	msgpack_packer *pk = wire_begin(b, WIRE_DELIVER, 0, 6);
 	wire_pack_str(pk, room_id(r), ROOM_ID_LEN);
 	msgpack_pack_uint64(pk, seq);
 	wire_pack_str(pk, conn_identity(c), conn_identity_len(c));
 	msgpack_pack_unsigned_char(pk, (unsigned char)m->f[1].u);
 	msgpack_pack_bin(pk, data->len);
-	wire_end(b, data->len);
+	wire_end(b, data->len + sizeof(trailer));
 
 	struct node_counters *k = node_counters(n);
 	k->pushes++;
-	struct blob *frame = blob_new(b->len + data->len);
+	struct blob *frame = blob_new(b->len + data->len + sizeof(trailer));
 	if (!frame) {
 		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory");
 		return;
 	}
 	memcpy(blob_data(frame), b->p, b->len);
 	memcpy(blob_data(frame) + b->len, data->ptr, data->len);
+	memcpy(blob_data(frame) + b->len + data->len, trailer, sizeof(trailer));
 
 	struct room_sub *s, *next;
 	for (s = room_subs(r); s; s = next) {
 		next = room_sub_next(s); /* a slow consumer is dropped below */
-		struct conn *to = room_sub_who(s);
-		if (to == c)
+		if (room_sub_who(s) == c)
 			continue;
-		if (conn_send_blob(to, frame) == 0) {
+		if (node_send_blob(n, s, frame) == 0) {
 			k->deliveries++;
 			k->delivered_bytes += data->len;
 			node_latency_add(n, node_mono_ns() - node_read_ns(n));
@@ -326,7 +371,34 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	conn_send(c, b);
 }
 
-void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m)
+/* PLACE: [node, relay, backups...] for any room id, existing or not. */
+static void op_place(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct clus *cl = node_clus(n);
+	const char *names[16];
+	size_t k = 0;
+	const char *self = cl ? clus_self(cl) : node_id(n);
+	if (cl)
+		k = clus_placement(cl, S(m->f[0]), names, clus_replicas(cl));
+	else
+		names[k++] = self;
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	msgpack_pack_map(pk, 3);
+	wire_pack_cstr(pk, "node");
+	wire_pack_cstr(pk, self);
+	wire_pack_cstr(pk, "relay");
+	wire_pack_cstr(pk, k ? names[0] : "");
+	wire_pack_cstr(pk, "backups");
+	msgpack_pack_array(pk, k ? k - 1 : 0);
+	for (size_t i = 1; i < k; i++)
+		wire_pack_cstr(pk, names[i]);
+	wire_end(b, 0);
+	conn_send(c, b);
+}
+
+void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
+		  size_t len)
 {
 	if (!conn_is_ready(c)) {
 		if (m->type == WIRE_HELLO)
@@ -335,7 +407,24 @@ void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m)
 			conn_error(c, m->rid, WIRE_E_HELLO_REQUIRED, "the first frame must be HELLO");
 		return;
 	}
+	/* A local client's request about a room relayed by another node goes
+	 * there; a proxy's requests are this node's to handle. A restricted
+	 * token's grants are checked before a request leaves. */
+	if (!conn_proxy_peer(c) && !guard_may_route(node_guard(n), c, m))
+		return;
+	if (!conn_proxy_peer(c) && route_client(n, c, m, raw, len))
+		return;
 	switch (m->type) {
+	case WIRE_PLACE:
+		op_place(n, c, m);
+		break;
+	case WIRE_CREATE_ID:
+		if (conn_proxy_peer(c))
+			ops_create_id(n, c, m);
+		else
+			conn_error(c, m->rid, WIRE_E_UNKNOWN_TYPE,
+				   "frame type 107 is not a request this node accepts");
+		break;
 	case WIRE_HELLO:
 		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "HELLO was already received");
 		break;
@@ -347,7 +436,7 @@ void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m)
 		break;
 	}
 	case WIRE_CREATE:
-		op_create(n, c, m);
+		ops_create_id(n, c, m);
 		break;
 	case WIRE_REMOVE:
 		op_remove(n, c, m);

@@ -11,8 +11,22 @@
 struct node;
 struct conn;
 struct wire_msg;
+struct room;
 
-/* Handles one decoded frame from c. The message borrows the input buffer. */
-void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m);
+#include <stddef.h>
+#include <stdint.h>
+
+/* Handles one decoded frame from c. The message borrows the input buffer;
+ * raw[0..len) is the whole frame, which is forwarded as it is when the room
+ * it names is relayed by another node. */
+void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
+		  size_t len);
+
+/* SUBSCRIBE m's local part on room r (which may be a mirror): 0 when
+ * subscribed, else the error code (already replied). */
+int ops_subscribe_local(struct node *n, struct conn *c, struct room *r, const struct wire_msg *m);
+/* Creates a room: for CREATE with a fresh id, for CREATE_ID with the one
+ * given (chosen by the client's node so that this node relays it). */
+void ops_create_id(struct node *n, struct conn *c, const struct wire_msg *m);
 
 #endif

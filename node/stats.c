@@ -17,6 +17,7 @@
 
 #include "dashboard_html.h" /* dashboard_html[], generated from node/dashboard.html */
 #include "node/conn.h"
+#include "node/guard.h"
 #include "node/node.h"
 #include "stream/addr.h"
 #include "stream/room.h"
@@ -188,6 +189,22 @@ static char *stats_text(struct stats *s)
 		"delivery_latency", latency_json(k));
 	if (!root)
 		return NULL;
+	/* tokens and abuse limits (node/guard.c; docs/protocol.md "Limits") */
+	json_object_set_new(root, "guard", json_pack(
+		"{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		"tokens_required", guard_keys(node_guard(n)) != NULL,
+		"auth_failures", (json_int_t)k->auth_failures,
+		"hello_failures", (json_int_t)k->hello_failures,
+		"hello_refused", (json_int_t)k->hello_refused,
+		"tokens_expired", (json_int_t)k->tokens_expired,
+		"grant_refusals", (json_int_t)k->grant_refusals,
+		"limit_conns", (json_int_t)k->limit_conns,
+		"limit_frame", (json_int_t)k->limit_frame,
+		"limit_rooms", (json_int_t)k->limit_rooms,
+		"limit_owner", (json_int_t)k->limit_owner,
+		"limit_subs", (json_int_t)k->limit_subs,
+		"limit_streams", (json_int_t)k->limit_streams,
+		"rate_limited", (json_int_t)k->rate_limited));
 	char *text = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	return text;
@@ -258,6 +275,21 @@ static void metrics_text(struct stats *s, struct evbuffer *b)
 		k->stream_timeouts);
 	COUNTER("stream_bytes", "Byte-stream payload bytes accepted.", k->stream_bytes);
 	COUNTER("failovers", "Rooms this node took over from a failed relay.", k->failovers);
+	/* tokens and abuse limits (node/guard.c) */
+	COUNTER("auth_failures", "HELLOs refused with auth (token or identity).", k->auth_failures);
+	COUNTER("hello_failures", "Connections the node ended before HELLO succeeded.",
+		k->hello_failures);
+	COUNTER("hello_refused", "Connections refused: source over max_hello_failures.",
+		k->hello_refused);
+	COUNTER("tokens_expired", "Sessions closed when their token expired.", k->tokens_expired);
+	COUNTER("grant_refusals", "Requests refused by a token's grants.", k->grant_refusals);
+	COUNTER("limit_conns", "Connections refused at max_conns.", k->limit_conns);
+	COUNTER("limit_frame", "Frames refused over frame_max.", k->limit_frame);
+	COUNTER("limit_rooms", "CREATEs refused at max_rooms.", k->limit_rooms);
+	COUNTER("limit_owner", "CREATEs refused at max_rooms_per_identity.", k->limit_owner);
+	COUNTER("limit_subs", "SUBSCRIBEs refused at max_subs.", k->limit_subs);
+	COUNTER("limit_streams", "STREAM_OPENs refused at max_streams.", k->limit_streams);
+	COUNTER("rate_limited", "Reads that found the max_in_rate bucket empty.", k->rate_limited);
 
 	evbuffer_add_printf(b,
 			    "# HELP vroom_delivery_latency_seconds Time from the start of the read "

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "node/conn.h"
+#include "node/guard.h"
 #include "node/node.h"
 #include "stream/blob.h"
 #include "stream/room.h"
@@ -65,7 +66,7 @@ static int in_dests(const msgpack_object *dests, const char *identity)
 
 /* Sends the frame in b to every receiver still subscribed, as one shared
  * blob; `release`, if set, is told when every receiver has let go of it. */
-static void fan_out(struct strm *s, const struct wire_buf *b, const void *payload, size_t plen,
+static void fan_out(struct node *n, struct strm *s, const struct wire_buf *b, const void *payload, size_t plen,
 		    int count_inflight)
 {
 	struct blob *frame = blob_new(b->len + plen);
@@ -78,11 +79,10 @@ static void fan_out(struct strm *s, const struct wire_buf *b, const void *payloa
 		strm_inflight_add(s, plen);
 		blob_on_release(frame, strm_release_cb, s, plen);
 	}
-	for (size_t i = 0; i < strm_receivers(s); i++) {
-		struct conn *to = room_sub_who(strm_receiver(s, i));
-		if (to)
-			conn_send_blob(to, frame);
-	}
+	/* Chunks (count_inflight) may be passed by pushes; END and OPENED
+	 * may not pass chunks, so they queue behind them too. */
+	for (size_t i = 0; i < strm_receivers(s); i++)
+		node_send_bulk(n, strm_receiver(s, i), frame);
 	blob_unref(frame);
 }
 
@@ -111,6 +111,10 @@ static void enc_end(struct wire_buf *b, const struct strm *s, const char *status
 static void end_stream(struct node *n, struct strm *s, const char *status, const char *reason,
 		       int tell_sender)
 {
+	/* A send below may drop a slow connection, and a dropped sender ends
+	 * its streams, this one among them: hold s, and end it here only if
+	 * it is still open afterwards. */
+	strm_ref(s);
 	struct conn *sender = strm_sender(s);
 	uint64_t rid;
 	if (strm_closing(s, &rid)) {
@@ -124,16 +128,27 @@ static void end_stream(struct node *n, struct strm *s, const char *status, const
 			conn_send(sender, b);
 		}
 	} else {
+		/* One blob for receivers and sender: a nested end (a receiver
+		 * dropped meanwhile) reuses the scratch buffer. */
 		struct wire_buf *b = node_scratch(n);
 		enc_end(b, s, status, reason, NULL, 0);
-		fan_out(s, b, NULL, 0, 0);
-		if (tell_sender && sender)
-			conn_send(sender, b);
+		struct blob *frame = blob_new(b->len);
+		if (frame) {
+			memcpy(blob_data(frame), b->p, b->len);
+			for (size_t i = 0; i < strm_receivers(s); i++)
+				node_send_bulk(n, strm_receiver(s, i), frame);
+			if (tell_sender && strm_sender(s))
+				conn_send_blob(strm_sender(s), frame);
+			blob_unref(frame);
+		}
 	}
-	if (sender)
-		conn_stream_del(sender, s);
-	node_counters(n)->streams_ended++;
-	strms_end(node_strms(n), s);
+	if (strm_room(s)) {
+		if ((sender = strm_sender(s)))
+			conn_stream_del(sender, s);
+		node_counters(n)->streams_ended++;
+		strms_end(node_strms(n), s);
+	}
+	strm_unref(s);
 }
 
 /* A request about stream s failed: the sender gets the error, everyone the
@@ -143,8 +158,11 @@ static void fail_stream(struct node *n, struct conn *c, struct strm *s, uint64_t
 {
 	char reason[WIRE_REASON_MAX];
 	snprintf(reason, sizeof(reason), "%s: %s", wire_err_name(code), msg);
+	strm_ref(s); /* the error reply may drop c, ending s */
 	conn_error(c, rid, code, msg);
-	end_stream(n, s, "error", reason, 1);
+	if (strm_room(s))
+		end_stream(n, s, "error", reason, 1);
+	strm_unref(s);
 }
 
 /* The stream s named by a chunk, close or abort from c, or NULL after an
@@ -175,6 +193,8 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 		conn_error(c, m->rid, WIRE_E_FORBIDDEN, "this identity may not send to the room");
 		return;
 	}
+	if (!guard_may(node_guard(n), c, r, TOKEN_PUSH, m->rid))
+		return;
 	const msgpack_object *size = m->f[5].o, *attrs = m->f[6].o, *dests = m->f[7].o;
 	const char *bad = NULL;
 	if (!printable(S(m->f[1]), WIRE_STREAM_ID_MAX, 0) || memchr(m->f[1].s.ptr, ' ', m->f[1].s.len))
@@ -202,6 +222,7 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 	}
 	if (conn_stream_count(c) >= cfg->max_streams) {
 		node_counters(n)->limits_hit++;
+		node_counters(n)->limit_streams++;
 		conn_error(c, m->rid, WIRE_E_LIMIT,
 			   "too many open streams on this connection (max_streams)");
 		return;
@@ -232,7 +253,7 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 	}
 
 	struct wire_buf *b = node_scratch(n);
-	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_OPENED, 0, 10);
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_OPENED, 0, 11);
 	wire_pack_cstr(pk, room_id(r));
 	wire_pack_cstr(pk, strm_id(s));
 	wire_pack_str(pk, conn_identity(c), conn_identity_len(c));
@@ -243,8 +264,9 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 	msgpack_pack_object(pk, *attrs);
 	msgpack_pack_object(pk, *dests);
 	msgpack_pack_uint64(pk, m->f[8].u);
+	msgpack_pack_uint64(pk, conn_sid(c)); /* origin: other nodes skip the sender */
 	wire_end(b, 0);
-	fan_out(s, b, NULL, 0, 0);
+	fan_out(n, s, b, NULL, 0, 0);
 
 	b = node_scratch(n);
 	pk = wire_begin(b, WIRE_OK, m->rid, 1);
@@ -298,7 +320,7 @@ void streams_chunk(struct node *n, struct conn *c, const struct wire_msg *m)
 	msgpack_pack_uint64(pk, off);
 	msgpack_pack_bin(pk, data->len);
 	wire_end(b, data->len);
-	fan_out(s, b, data->ptr, data->len, 1);
+	fan_out(n, s, b, data->ptr, data->len, 1);
 }
 
 void streams_close(struct node *n, struct conn *c, const struct wire_msg *m)
@@ -338,11 +360,11 @@ void streams_close(struct node *n, struct conn *c, const struct wire_msg *m)
 	}
 	struct wire_buf *b = node_scratch(n);
 	enc_end(b, s, "ok", "", attrs, 1);
-	fan_out(s, b, NULL, 0, 0);
+	fan_out(n, s, b, NULL, 0, 0);
 	/* The sender's OK waits until every receiver's output let go of the
 	 * last bytes: then its progress reached the end for real. */
 	strm_set_closing(s, m->rid);
-	if (strm_inflight(s) == 0)
+	if (strm_acked(s) == strm_offset(s))
 		streams_flush_due(n, s);
 }
 
@@ -366,7 +388,7 @@ void streams_flush_due(struct node *n, struct strm *s)
 	if (!sender || !strm_room(s))
 		return; /* ended meanwhile */
 	if (strm_closing(s, &rid)) {
-		if (strm_inflight(s))
+		if (strm_acked(s) < strm_offset(s))
 			return;
 		struct wire_buf *b = node_scratch(n);
 		msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
@@ -382,7 +404,7 @@ void streams_flush_due(struct node *n, struct strm *s)
 	 * is delivered, so a fast stream costs few CREDIT frames. */
 	uint64_t limit = strm_limit(s), sent = strm_credit_sent(s);
 	uint64_t step = node_cfg(n)->stream_window / 4;
-	if (limit > sent && (limit - sent >= step || strm_inflight(s) == 0)) {
+	if (limit > sent && (limit - sent >= step || strm_acked(s) == strm_offset(s))) {
 		struct wire_buf *b = node_scratch(n);
 		msgpack_packer *pk = wire_begin(b, WIRE_STREAM_CREDIT, 0, 3);
 		wire_pack_cstr(pk, strm_id(s));
@@ -419,8 +441,10 @@ void streams_sweep(struct node *n)
 	while ((s = strms_next(node_strms(n), &pos)) != NULL) {
 		/* Idle is the sender's silence while it has window to send:
 		 * a stream held back by slow receivers is not idle. */
+		/* The window that counts is the one the sender was told of:
+		 * credit goes out in steps, so the node may know of more. */
 		if (!strm_is_open(s) || now - strm_last_active(s) < idle ||
-		    strm_offset(s) >= strm_limit(s))
+		    strm_offset(s) >= strm_credit_sent(s))
 			continue;
 		node_counters(n)->stream_timeouts++;
 		vlog(node_log(n), LOG_INFO, "stream %s: idle for %llu ms, ended", strm_id(s),

@@ -13,6 +13,8 @@ struct room_sub {
 	struct room *room; /* NULL once unsubscribed */
 	void *who;	   /* NULL once unsubscribed */
 	unsigned refs;
+	int peer;
+	uint64_t weight;
 	char *identity;
 	char **topics;
 	size_t ntopics;
@@ -21,6 +23,7 @@ struct room_sub {
 
 struct room {
 	char id[ROOM_ID_LEN + 1];
+	unsigned marks;
 	char *owner;
 	char **grants;
 	size_t ngrants, max_grants;
@@ -122,6 +125,28 @@ struct room *rooms_create(struct rooms *t, const char *owner, size_t owner_len, 
 	return r;
 }
 
+struct room *rooms_create_id(struct rooms *t, const char *id, size_t idlen, const char *owner,
+			     size_t owner_len, uint64_t now_ms)
+{
+	if (idlen != ROOM_ID_LEN || smap_get(t->byid, id, idlen))
+		return NULL;
+	struct room *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	memcpy(r->id, id, ROOM_ID_LEN);
+	r->owner = strndup(owner, owner_len);
+	if (!r->owner || smap_put(t->byid, r->id, ROOM_ID_LEN, r) < 0) {
+		free(r->owner);
+		free(r);
+		return NULL;
+	}
+	TAILQ_INIT(&r->subs);
+	r->max_grants = t->max_grants;
+	r->created = r->active = now_ms;
+	TAILQ_INSERT_TAIL(&t->lru, r, lru);
+	return r;
+}
+
 struct room *rooms_find(const struct rooms *t, const char *id, size_t len)
 {
 	if (len != ROOM_ID_LEN)
@@ -170,6 +195,25 @@ void rooms_set_max_grants(struct rooms *t, size_t max_grants)
 const char *room_id(const struct room *r)
 {
 	return r->id;
+}
+
+unsigned room_marks(const struct room *r)
+{
+	return r->marks;
+}
+
+void room_set_marks(struct room *r, unsigned marks)
+{
+	r->marks = marks;
+}
+
+uint64_t room_subscribers(const struct room *r)
+{
+	uint64_t n = 0;
+	const struct room_sub *s;
+	TAILQ_FOREACH(s, &r->subs, link)
+		n += s->weight;
+	return n;
 }
 
 const char *room_owner(const struct room *r)
@@ -289,6 +333,7 @@ struct room_sub *room_subscribe(struct room *r, void *who)
 	s->room = r;
 	s->who = who;
 	s->refs = 1;
+	s->weight = 1;
 	TAILQ_INSERT_TAIL(&r->subs, s, link);
 	r->nsubs++;
 	return s;
@@ -351,6 +396,22 @@ int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t
 		return -1;
 	s->ntopics++;
 	return 0;
+}
+
+void room_sub_set_peer(struct room_sub *s, uint64_t weight)
+{
+	s->peer = 1;
+	s->weight = weight;
+}
+
+int room_sub_is_peer(const struct room_sub *s)
+{
+	return s->peer;
+}
+
+uint64_t room_sub_weight(const struct room_sub *s)
+{
+	return s->weight;
 }
 
 void room_sub_clear_topics(struct room_sub *s)

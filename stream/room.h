@@ -31,6 +31,11 @@ void rooms_free(struct rooms *t);
 size_t rooms_count(const struct rooms *t);
 /* A new room with a fresh random id, owned by owner (copied). NULL on no memory. */
 struct room *rooms_create(struct rooms *t, const char *owner, size_t owner_len, uint64_t now_ms);
+/* A room with the given id (copied), as a relay creates one for another
+ * node or a node makes a mirror. NULL if it exists already, the id is not a
+ * room id, or no memory. */
+struct room *rooms_create_id(struct rooms *t, const char *id, size_t idlen, const char *owner,
+			     size_t owner_len, uint64_t now_ms);
 /* The room with this id, or NULL. */
 struct room *rooms_find(const struct rooms *t, const char *id, size_t len);
 /* Removes and frees the room with any subscriptions left in it; the caller
@@ -50,6 +55,11 @@ struct room *room_older(const struct room *r);
 void rooms_set_max_grants(struct rooms *t, size_t max_grants);
 
 const char *room_id(const struct room *r);
+/* Bits the owner of the table keeps on a room (e.g. "mirror"); 0 at first. */
+unsigned room_marks(const struct room *r);
+void room_set_marks(struct room *r, unsigned marks);
+/* Subscribers, counting a node subscription as its weight. */
+uint64_t room_subscribers(const struct room *r);
 const char *room_owner(const struct room *r);
 int room_is_owner(const struct room *r, const char *identity, size_t len);
 /* Whether identity may push: the owner, or a granted identity. */
@@ -87,6 +97,10 @@ const char *room_sub_identity(const struct room_sub *s);
 /* Restricts the byte streams delivered to these topics (copied). 0, or -1
  * at the limit of `max` topics or on no memory. */
 int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t max);
+/* Makes s a node subscription standing for weight local subscribers there. */
+void room_sub_set_peer(struct room_sub *s, uint64_t weight);
+int room_sub_is_peer(const struct room_sub *s);
+uint64_t room_sub_weight(const struct room_sub *s);
 /* Forgets the topic filter (s then wants every topic). */
 void room_sub_clear_topics(struct room_sub *s);
 /* Whether a stream of this topic goes to s: yes if s named no topic. */

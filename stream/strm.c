@@ -23,6 +23,7 @@ struct strm {
 	uint64_t close_rid;
 	XXH3_state_t *hash;
 	struct room_sub **rx;
+	uint64_t *rx_acked; /* for peer receivers: what they acknowledged */
 	size_t nrx;
 	TAILQ_ENTRY(strm) due_link;
 };
@@ -54,7 +55,9 @@ static void drop_receivers(struct strm *s)
 	for (size_t i = 0; i < s->nrx; i++)
 		room_sub_unref(s->rx[i]);
 	free(s->rx);
+	free(s->rx_acked);
 	s->rx = NULL;
+	s->rx_acked = NULL;
 	s->nrx = 0;
 }
 
@@ -213,6 +216,11 @@ int strm_add_receiver(struct strm *s, struct room_sub *sub)
 	if (!v)
 		return -1;
 	s->rx = v;
+	uint64_t *a = realloc(s->rx_acked, (s->nrx + 1) * sizeof(*a));
+	if (!a)
+		return -1;
+	s->rx_acked = a;
+	a[s->nrx] = s->offset;
 	v[s->nrx++] = room_sub_ref(sub);
 	return 0;
 }
@@ -241,7 +249,11 @@ uint64_t strm_digest(const struct strm *s)
 
 uint64_t strm_acked(const struct strm *s)
 {
-	return s->offset - s->inflight;
+	uint64_t acked = s->offset - s->inflight;
+	for (size_t i = 0; i < s->nrx; i++)
+		if (room_sub_is_peer(s->rx[i]) && room_sub_who(s->rx[i]) && s->rx_acked[i] < acked)
+			acked = s->rx_acked[i];
+	return acked;
 }
 
 uint64_t strm_limit(const struct strm *s)
@@ -260,11 +272,19 @@ void strm_inflight_add(struct strm *s, size_t len)
 	strm_ref(s); /* dropped in strm_release_cb */
 }
 
+static void queue_due(struct strm *s);
+
 void strm_release_cb(void *arg, size_t len)
 {
 	struct strm *s = arg;
 	assert(s->inflight >= len);
 	s->inflight -= len;
+	queue_due(s);
+	strm_unref(s);
+}
+
+static void queue_due(struct strm *s)
+{
 	if (s->table && !s->due) {
 		struct strms *t = s->table;
 		int was_empty = TAILQ_EMPTY(&t->due);
@@ -275,7 +295,16 @@ void strm_release_cb(void *arg, size_t len)
 		if (was_empty && t->kick)
 			t->kick(t->kick_arg);
 	}
-	strm_unref(s);
+}
+
+void strm_peer_ack(struct strm *s, const void *who, uint64_t upto)
+{
+	for (size_t i = 0; i < s->nrx; i++) {
+		if (room_sub_who(s->rx[i]) == who && upto > s->rx_acked[i] && upto <= s->offset) {
+			s->rx_acked[i] = upto;
+			queue_due(s);
+		}
+	}
 }
 
 uint64_t strm_credit_sent(const struct strm *s)

@@ -68,8 +68,10 @@ void strm_append(struct strm *s, const void *data, size_t len, uint64_t now_ms);
 /* XXH3-64 of every byte accepted so far. */
 uint64_t strm_digest(const struct strm *s);
 
-/* Flow control. */
-uint64_t strm_acked(const struct strm *s); /* offset - inflight */
+/* Flow control. A receiver that is another node (a peer subscription)
+ * acknowledges what its own receivers let go of; acked is the least of
+ * offset - inflight (this node's outputs) and every such acknowledgement. */
+uint64_t strm_acked(const struct strm *s);
 uint64_t strm_limit(const struct strm *s); /* acked + window */
 uint64_t strm_inflight(const struct strm *s);
 /* Counts len bytes handed to receivers; the returned function and argument,
@@ -77,6 +79,8 @@ uint64_t strm_inflight(const struct strm *s);
  * queue the stream on the due list. */
 void strm_inflight_add(struct strm *s, size_t len);
 void strm_release_cb(void *strm, size_t len);
+/* The node subscribed as who acknowledged bytes up to upto. */
+void strm_peer_ack(struct strm *s, const void *who, uint64_t upto);
 /* The last limit told to the sender, to send credit only when it moved. */
 uint64_t strm_credit_sent(const struct strm *s);
 void strm_set_credit_sent(struct strm *s, uint64_t limit);

@@ -52,6 +52,8 @@ enum wire_type {
 	WIRE_SUBSCRIBE = 104,
 	WIRE_UNSUBSCRIBE = 105,
 	WIRE_INFO = 106,
+	WIRE_CREATE_ID = 107, /* node to relay only: create with this id */
+	WIRE_PLACE = 108,     /* a room's relay and backups as this node sees them */
 	/* pushes */
 	WIRE_PUSH = 200,
 	WIRE_DELIVER = 201,
@@ -66,6 +68,13 @@ enum wire_type {
 	WIRE_STREAM_CREDIT = 320,
 	/* events */
 	WIRE_ROOM_CLOSED = 400,
+	/* node to node, on encrypted links only */
+	WIRE_PEER_HELLO = 500,
+	WIRE_FWD = 501,
+	WIRE_FWD_REPLY = 502,
+	WIRE_NODE_SUB = 503,
+	WIRE_SESSION_END = 504,
+	WIRE_STREAM_ACK = 505,
 };
 
 /* Error codes: one enum, stable numbers, mapped to names in wire_err_name().

@@ -9,9 +9,16 @@ that wedges, crashes or corrupts the node fails right there. At the end the
 node is stopped with SIGTERM and must exit 0 with a sanitizer-clean log.
 """
 
+import base64
+import os
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import time
+
+import msgpack
 
 from harness import (
     CREATE, DELIVER, GRANT, HELLO, INFO, OK, PING, PONG, PUSH, REMOVE, REVOKE,
@@ -24,6 +31,8 @@ from harness import (
 
 HELLO_TIMEOUT = 0.5
 MAX_SUBS = 4
+MAX_ROOMS_ID = 20  # --max-rooms-per-identity
+MAX_STREAMS = 8
 FRAME_MAX = FRAME_MAX_DEFAULT
 
 S = {}  # shared state: node, owner, bystander, room, seq, lingering sockets
@@ -448,6 +457,259 @@ def reconnect_storm():
           "node holds %d fds after the storm, %d before" % (node().fd_count(), base_fds))
 
 
+# ---------------------------------------------------------------- floods,
+# forgeries and fields (tokens and limits)
+
+STREAM_OPEN, STREAM_CHUNK, STREAM_CLOSE, STREAM_ABORT = 300, 301, 302, 303
+STREAM_OPENED, STREAM_DATA, STREAM_END = 310, 311, 312
+E_UNKNOWN_STREAM, E_STREAM_EXISTS = 30, 31
+
+
+def rooms_flood():
+    # One identity creating rooms as fast as it can stops at
+    # --max-rooms-per-identity with `limit`; its connection stays, and
+    # another identity still creates.
+    c = Client(node(), "roomhog")
+    try:
+        send_raw(c.sock, b"".join(frame_bytes([CREATE, 5000 + i]) for i in range(MAX_ROOMS_ID + 10)))
+        oks = errs = 0
+        for i in range(MAX_ROOMS_ID + 10):
+            v = recv_frame(c.sock)
+            check(v[1] == 5000 + i, "reply out of order: %r" % (v,))
+            if v[0] == OK:
+                oks += 1
+            else:
+                check(v[0] == 4 and v[2] == E_LIMIT and "max_rooms_per_identity" in v[3],
+                      "CREATE %d got %r" % (i, v))
+                errs += 1
+        check(oks == MAX_ROOMS_ID and errs == 10, "%d rooms made, %d refused" % (oks, errs))
+        expect_open(c.sock)
+        other = Client(node(), "roomhog2")
+        other.create()
+        other.close()
+    finally:
+        c.close()
+
+
+def stream_open_frame(rid, room, sid):
+    return frame_bytes([STREAM_OPEN, rid, room, sid, "", "", "", None, {}, [], 0])
+
+
+def streams_flood():
+    # Streams past --max-streams on one connection: `limit`, the connection
+    # and its open streams stay.
+    c = Client(node(), "streamhog")
+    try:
+        room = c.create()
+        send_raw(c.sock, b"".join(stream_open_frame(6000 + i, room, "hog-%d" % i)
+                                  for i in range(MAX_STREAMS + 5)))
+        for i in range(MAX_STREAMS + 5):
+            v = recv_frame(c.sock)
+            if i < MAX_STREAMS:
+                check(v[0] == OK and v[1] == 6000 + i, "STREAM_OPEN %d got %r" % (i, v))
+            else:
+                check(v[0] == 4 and v[2] == E_LIMIT, "STREAM_OPEN %d got %r" % (i, v))
+        send_frame(c.sock, [STREAM_ABORT, 7000, "hog-0", "done"])
+        v = recv_frame(c.sock)
+        check(v[0] == OK and v[1] == 7000, "abort got %r" % (v,))
+        send_raw(c.sock, stream_open_frame(7001, room, "hog-again"))
+        v = recv_frame(c.sock)
+        check(v[0] == OK and v[1] == 7001, "a freed stream slot: %r" % (v,))
+        expect_open(c.sock)
+    finally:
+        c.close()
+
+
+def forged_sender():
+    # A pusher cannot name another sender: extra fields in PUSH are ignored
+    # and node-to-client frames (DELIVER, STREAM_OPENED, ROOM_CLOSED,
+    # WELCOME) from a client are unknown_type; the bystander sees the real
+    # sender and nothing forged.
+    f = Client(node(), "forger")
+    try:
+        S["owner"].ok(GRANT, S["room"], "forger")
+        send_frame(f.sock, [PUSH, 8000, S["room"], 0, b"real", "owner", "owner", 1])
+        v = recv_frame(f.sock)
+        check(v[0] == OK and v[1] == 8000, "push with extra fields got %r" % (v,))
+        expect_delivery(v[2], "forger", b"real")
+        for forged in ([DELIVER, 8001, S["room"], 999, "owner", 0, b"fake"],
+                       [STREAM_OPENED, 8002, S["room"], "x", "owner", "", "", "", None, {}, [], 0],
+                       [400, 8003, S["room"], "removed"],
+                       [WELCOME, 8004, "node", "session", {}]):
+            send_frame(f.sock, forged)
+            expect_error(f.sock, E_UNKNOWN_TYPE, rid=forged[1])
+        expect_open(f.sock)
+        S["owner"].ok(REVOKE, S["room"], "forger")
+    finally:
+        f.close()
+
+
+def foreign_stream_chunks():
+    # Chunks, closes and aborts for another client's stream are
+    # unknown_stream; reusing its id is stream_exists; the real stream goes
+    # through untouched.
+    a = Client(node(), "streamer")
+    b = Client(node(), "watcher")
+    x = Client(node(), "intruder")
+    try:
+        room = a.create()
+        b.subscribe(room)
+        send_raw(a.sock, stream_open_frame(9000, room, "victim"))
+        v = recv_frame(a.sock)
+        check(v[0] == OK, "open got %r" % (v,))
+        v = recv_frame(b.sock)
+        check(v[0] == STREAM_OPENED and v[3] == "victim", "watcher got %r" % (v,))
+        for bad in ([STREAM_CHUNK, 9001, "victim", 0, b"evil"],
+                    [STREAM_CLOSE, 9002, "victim", "", {}, None],
+                    [STREAM_ABORT, 9003, "victim", "hijack"]):
+            send_frame(x.sock, bad)
+            expect_error(x.sock, E_UNKNOWN_STREAM, rid=bad[1])
+        xroom = x.create()
+        send_raw(x.sock, stream_open_frame(9004, xroom, "victim"))
+        expect_error(x.sock, E_STREAM_EXISTS, rid=9004)
+        send_frame(x.sock, [STREAM_CHUNK, 9005, "victim", 0, b"evil"])
+        expect_error(x.sock, E_UNKNOWN_STREAM, rid=9005)
+        expect_open(x.sock)
+        send_frame(a.sock, [STREAM_CHUNK, 9006, "victim", 0, b"good"])
+        send_frame(a.sock, [STREAM_CLOSE, 9007, "victim", "", {}, None])
+        v = recv_frame(b.sock)
+        check(v[0] == STREAM_DATA and v[2] == "victim" and v[3] == 0 and v[4] == b"good",
+              "watcher got %r" % (v,))
+        v = recv_frame(b.sock)
+        check(v[0] == STREAM_END and v[3] == "ok" and v[6] == 4, "watcher got %r" % (v,))
+        while True:
+            v = recv_frame(a.sock)
+            if v[0] == OK:
+                break
+            check(v[0] == 320, "streamer got %r" % (v,))  # credit
+        check(v[1] == 9007 and v[2] == 4, "close got %r" % (v,))
+    finally:
+        for c in (a, b, x):
+            c.close()
+
+
+# Each request type's fields (docs/protocol.md) with a valid value, and a
+# value of a wrong msgpack type for each.
+WRONG = {"u": ["1", -1, 1.5, None], "s": [b"bin", 7, None], "b": [7, [], None],
+         "m": [[], "m"], "l": [{}, "l"]}
+
+
+def every_field_wrong():
+    # For every field of every request, a value of the wrong type is
+    # bad_frame (rid 0) and the close; so is a PUSH cut inside any field.
+    room = S["room"]
+    reqs = [(HELLO, "us|b", [1, "x", b"tok"]),
+            (REMOVE, "s", [room]), (GRANT, "ss", [room, "who"]), (REVOKE, "ss", [room, "who"]),
+            (SUBSCRIBE, "s|l", [room, ["t"]]), (UNSUBSCRIBE, "s", [room]), (INFO, "s", [room]),
+            (PUSH, "sub", [room, 0, b"d"]),
+            (STREAM_OPEN, "sssssvmlu", [room, "sid", "t", "n", "m", None, {}, [], 0]),
+            (STREAM_CHUNK, "sub", ["sid", 0, b"d"]),
+            (STREAM_CLOSE, "ssmv", ["sid", "", {}, None]),
+            (STREAM_ABORT, "ss", ["sid", "r"])]
+    n = 0
+    for typ, schema, fields in reqs:
+        kinds = schema.replace("|", "")
+        for i, k in enumerate(kinds):
+            for wrong in WRONG.get(k, []):
+                f = list(fields)
+                f[i] = wrong
+                fatal(frame_bytes([typ, 9, *f]), E_BAD_FRAME, before_hello=(typ == HELLO))
+                n += 1
+    body = pack([PUSH, 9, room, 7, b"payload"])
+    for cut in range(1, len(body)):
+        fatal(prefix(cut) + body[:cut], E_BAD_FRAME, before_hello=False)
+        n += 1
+    check(n > 60, "only %d frames" % n)
+
+
+def huge_counts_in_fields():
+    room = pack(S["room"])
+    for body in (b"\x94\xcc\x68\x09" + room + b"\xdc\xff\xff\xa1t",        # topics: array16
+                 b"\x94\xcc\x68\x09" + room + b"\xdd\xff\xff\xff\xff",     # array32
+                 b"\x95\xcc\xc8\x09" + room + b"\x00\xc6\x7f\xff\xff\xff",  # data: bin32
+                 b"\x9b\xcd\x01\x2c\x09" + room + b"\xa1s\xa0\xa0\xa0\xc0\xdf\xff\xff\xff\xff"):
+        fatal(body_frame(body), E_BAD_FRAME, before_hello=False)
+
+
+# ---------------------------------------------------------------- tokens
+# A second node with trusted keys; its own owner and bystander.
+
+def vroom_cli(*args):
+    path = os.environ.get("VROOM")
+    check(path and os.access(path, os.X_OK), "set VROOM to the vroom CLI")
+    p = subprocess.run([path] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=30)
+    check(p.returncode == 0, "vroom %s: %s" % (" ".join(map(str, args)), p.stderr))
+    return p.stdout.strip()
+
+
+def mint(identity, *extra, key="trusted"):
+    text = vroom_cli("token", "--key", os.path.join(S["tmp"], key, "issuer.key"),
+                     "--identity", identity, "--ttl", "1h", *extra)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def token_client(identity, token):
+    c = Client.__new__(Client)
+    c.identity, c.rid, c.timeout, c.events = identity, 100, 5.0, []
+    c.sock = S["anode"].connect()
+    send_frame(c.sock, [HELLO, 1, 1, "", token])
+    c.welcome = recv_frame(c.sock)
+    check(c.welcome[0] == WELCOME, "HELLO with a token got %r" % (c.welcome,))
+    return c
+
+
+def auth_refused(identity, token):
+    s = S["anode"].connect()
+    try:
+        send_frame(s, [HELLO, 4, 1, identity] + ([token] if token is not None else []))
+        v = expect_error(s, E_AUTH, rid=4)
+        check(v[3] == "authentication failed", "the reason leaked to the client: %r" % (v,))
+        expect_closed(s)
+    finally:
+        s.close()
+
+
+def expired_token():
+    old = str(int(time.time()) - 7200)
+    auth_refused("", mint("aowner", "--valid-from", old))
+    check("expired" in S["anode"].log(), "the log does not say expired")
+
+
+def unknown_key_token():
+    auth_refused("", mint("aowner", key="stranger"))
+    check("unknown issuer" in S["anode"].log(), "the log does not say unknown issuer")
+
+
+def forged_token_identity():
+    # HELLO naming someone else, no token, a token edited to another name
+    auth_refused("aowner", mint("mallory"))
+    auth_refused("aowner", None)
+    t = msgpack.unpackb(mint("mallory"), raw=False)
+    t[2] = t[2].replace(b"mallory", b"aowner_")
+    auth_refused("", msgpack.packb(t, use_bin_type=True))
+    fatal_at = S["anode"].connect()  # still hello_required before HELLO
+    try:
+        send_frame(fatal_at, [PUSH, 5, S["aroom"], 0, b"x"])
+        expect_error(fatal_at, E_HELLO_REQUIRED, rid=5)
+    finally:
+        fatal_at.close()
+
+
+def push_without_token_grant():
+    # Granted by the room's owner, but the token grants no push: forbidden;
+    # it grants no create either.
+    c = token_client("viewer", mint("viewer", "--sub", "*"))
+    try:
+        S["aowner"].ok(GRANT, S["aroom"], "viewer")
+        c.error(E_FORBIDDEN, PUSH, S["aroom"], 0, b"nope")
+        c.error(E_FORBIDDEN, CREATE)
+        c.ok(SUBSCRIBE, S["aroom"])
+        expect_open(c.sock)
+    finally:
+        c.close()
+
+
 # ---------------------------------------------------------------- plumbing
 
 def expect_delivery(seq, sender, payload):
@@ -456,7 +718,7 @@ def expect_delivery(seq, sender, payload):
     check(seq == S["seq"] + 1, "push got seq %r, expected %d" % (seq, S["seq"] + 1))
     v = by.next_event(timeout=5)
     check(v[0] == DELIVER, "bystander got %r, not DELIVER" % (v,))
-    _, _, room, dseq, who, dtype, data = v
+    _, _, room, dseq, who, dtype, data = v[:7]  # an origin may follow
     check(room == S["room"] and dseq == seq and who == sender and data == payload,
           "bystander got %r, expected seq %d from %s" % (v[:6], seq, sender))
     S["seq"] = seq
@@ -467,10 +729,31 @@ def bystander_check(name):
     payload = ("after %s" % name).encode()
     seq = S["owner"].push(S["room"], payload, dtype=7)
     expect_delivery(seq, "owner", payload)
+    # the node with trusted keys, and its subscriber
+    check(S["anode"].alive(), "vroomd (trusted keys) died")
+    seq = S["aowner"].push(S["aroom"], payload)
+    v = S["abystander"].next_event(timeout=5)
+    check(v[0] == DELIVER and v[2] == S["aroom"] and v[3] == seq and v[4] == "aowner" and
+          v[6] == payload and seq == S["aseq"] + 1, "keyed bystander got %r" % (v[:7],))
+    S["aseq"] = seq
 
 
 def setup():
-    S["node"] = Node("--hello-timeout", HELLO_TIMEOUT, "--max-subs", MAX_SUBS, name="hostile")
+    # Many cases fail HELLO on purpose: no refusal per source here.
+    S["node"] = Node("--hello-timeout", HELLO_TIMEOUT, "--max-subs", MAX_SUBS,
+                     "--max-hello-failures", 0, "--max-rooms-per-identity", MAX_ROOMS_ID,
+                     "--max-streams", MAX_STREAMS, name="hostile")
+    S["tmp"] = tempfile.mkdtemp(prefix="vroom-hostile-")
+    for d in ("trusted", "stranger"):
+        vroom_cli("keygen", os.path.join(S["tmp"], d))
+    S["anode"] = Node("--trusted-keys", os.path.join(S["tmp"], "trusted", "issuer.pub"),
+                      "--hello-timeout", HELLO_TIMEOUT, "--max-hello-failures", 0,
+                      name="hostile-auth")
+    S["aowner"] = token_client("aowner", mint("aowner"))
+    S["abystander"] = token_client("abystander", mint("abystander"))
+    S["aroom"] = S["aowner"].create()
+    S["abystander"].subscribe(S["aroom"])
+    S["aseq"] = 0
     S["lingering"] = []
     # The HELLO deadline applies to these too: say HELLO at once.
     S["owner"] = Client(node(), "owner")
@@ -482,6 +765,19 @@ def setup():
 
 
 def teardown():
+    a = S.get("anode")
+    if a:
+        try:
+            if a.alive() and S.get("abystander"):
+                a.terminate()
+                expect_error(S["abystander"].sock, E_SHUTDOWN, rid=0)
+                expect_closed(S["abystander"].sock)
+        finally:
+            for k in ("aowner", "abystander"):
+                if S.get(k):
+                    S[k].close()
+            a.stop()
+    shutil.rmtree(S.get("tmp") or "/nonexistent", ignore_errors=True)
     n = S.get("node")
     if not n:
         return
@@ -542,6 +838,16 @@ CASES = [
     ("half-open after HELLO, others served", half_open_after_hello),
     ("reconnect storm, 200 connections", reconnect_storm),
     ("reply flood, replies never read (dropped)", reply_flood),
+    ("every field of every request mistyped (1)", every_field_wrong),
+    ("huge counts inside fields (1)", huge_counts_in_fields),
+    ("flood of rooms, max_rooms_per_identity (23)", rooms_flood),
+    ("flood of streams, max_streams (23)", streams_flood),
+    ("sender forged in a frame (3)", forged_sender),
+    ("chunks for another client's stream (30)", foreign_stream_chunks),
+    ("token: expired (6)", expired_token),
+    ("token: signed by an unknown key (6)", unknown_key_token),
+    ("token: identity forged or missing (6)", forged_token_identity),
+    ("token: push without a grant (21)", push_without_token_grant),
 ]
 
 if __name__ == "__main__":

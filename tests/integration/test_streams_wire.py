@@ -245,7 +245,9 @@ def check_opened(v, room, sid, sender, topic="", name="", mime="", size=None, at
                  dests=None, ts=0):
     want = [STREAM_OPENED, 0, room, sid, sender, topic, name, mime, size,
             {} if attrs is None else attrs, [] if dests is None else dests, ts]
-    check(v == want, "OPENED is %s, expected %s" % (brief([v]), brief([want])))
+    # An origin session id may follow (other nodes use it to skip the sender).
+    check(v[:12] == want and len(v) <= 13 and all(isinstance(x, int) for x in v[12:]),
+          "OPENED is %s, expected %s" % (brief([v]), brief([want])))
 
 
 def check_data(datas, chunks):
@@ -1093,7 +1095,7 @@ def bystander_check(name):
     owner.drop_credit(sid)
     owner.nothing_more()
     v = by.read()
-    check(v == [DELIVER, 0, room, seq, "owner", 7, payload], "bystander got %s" % brief([v]))
+    check(v[:7] == [DELIVER, 0, room, seq, "owner", 7, payload], "bystander got %s" % brief([v]))
     opened, datas, end = receive_stream(by, sid)
     check_opened(opened, room, sid, "owner", "by", name, "", len(data))
     check_data(datas, chunks)
@@ -1151,12 +1153,8 @@ CASES = [
     ("sender disconnects: END aborted", sender_disconnects),
     ("idle stream: END timeout to all", idle_timeout),
     ("room removed: END aborted, ROOM_CLOSED", room_removed),
-    ("sender dropped by its own ERROR reply", sender_dropped_by_its_error_reply,
-     "node/streams.c fail_stream() uses the stream after conn_error() dropped its sender "
-     "(heap-use-after-free)"),
-    ("sender dropped by the END of its idle stream", sender_dropped_by_an_idle_end,
-     "node/streams.c end_stream() uses the stream after conn_send() to its sender dropped it "
-     "(heap-use-after-free)"),
+    ("sender dropped by its own ERROR reply", sender_dropped_by_its_error_reply),
+    ("sender dropped by the END of its idle stream", sender_dropped_by_an_idle_end),
 ]
 
 if __name__ == "__main__":

@@ -156,15 +156,24 @@ static const struct rt_case rt_cases[] = {
 	{"INFO", WIRE_INFO, "s"},
 	{"PUSH", WIRE_PUSH, "sub"},
 	{"DELIVER", WIRE_DELIVER, "susub"},
+	{"DELIVER with origin", WIRE_DELIVER, "susubu"},
 	{"ROOM_CLOSED", WIRE_ROOM_CLOSED, "ss"},
 	{"STREAM_OPEN", WIRE_STREAM_OPEN, "sssssvmlu"},
 	{"STREAM_CHUNK", WIRE_STREAM_CHUNK, "sub"},
 	{"STREAM_CLOSE", WIRE_STREAM_CLOSE, "ssmv"},
 	{"STREAM_ABORT", WIRE_STREAM_ABORT, "ss"},
 	{"STREAM_OPENED", WIRE_STREAM_OPENED, "ssssssvmlu"},
+	{"STREAM_OPENED with origin", WIRE_STREAM_OPENED, "ssssssvmluu"},
 	{"STREAM_DATA", WIRE_STREAM_DATA, "sub"},
 	{"STREAM_END", WIRE_STREAM_END, "sssmuv"},
 	{"STREAM_CREDIT", WIRE_STREAM_CREDIT, "suu"},
+	{"CREATE_ID", WIRE_CREATE_ID, "s"},
+	{"PEER_HELLO", WIRE_PEER_HELLO, "sub"},
+	{"FWD", WIRE_FWD, "usb"},
+	{"FWD_REPLY", WIRE_FWD_REPLY, "ub"},
+	{"NODE_SUB", WIRE_NODE_SUB, "su"},
+	{"SESSION_END", WIRE_SESSION_END, "u"},
+	{"STREAM_ACK", WIRE_STREAM_ACK, "su"},
 };
 #define NCASES (sizeof(rt_cases) / sizeof(rt_cases[0]))
 
@@ -1014,7 +1023,7 @@ static void test_root_not_array(void **state)
 static void test_unknown_type(void **state)
 {
 	struct fx *f = *state;
-	const unsigned types[] = {0, 7, 99, 107, 304, 399, 401, 65535};
+	const unsigned types[] = {0, 7, 99, 109, 304, 399, 401, 499, 506, 65535};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		assert_false(wire_type_known(types[i]));

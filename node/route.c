@@ -1,0 +1,756 @@
+#include "node/route.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "node/clus.h"
+#include "node/conn.h"
+#include "node/node.h"
+#include "node/ops.h"
+#include "node/peer.h"
+#include "stream/blob.h"
+#include "stream/room.h"
+#include "stream/smap.h"
+#include "stream/strm.h"
+#include "stream/wire.h"
+
+#define S(f) (f).s.ptr, (f).s.len
+
+/* A local client's first subscription to a mirror, waiting for the relay. */
+struct pend {
+	uint64_t rid; /* on the link */
+	struct peer *p;
+	uint64_t sid, client_rid;
+	char room[ROOM_ID_LEN + 1];
+	TAILQ_ENTRY(pend) next;
+};
+
+struct route {
+	struct node *node;
+	struct rooms *mirrors;	/* rooms relayed elsewhere, with local subscribers */
+	struct strms *rstrms;	/* streams relayed elsewhere, to local receivers */
+	struct smap *proxies;	/* (link, session) -> proxy connection, at the relay */
+	TAILQ_HEAD(, pend) pends;
+	uint64_t next_rid;
+	struct wire_buf buf;	/* frames this module encodes */
+	struct wire_dec *inner; /* decodes the frame inside a FWD */
+};
+
+struct proxy_key {
+	const void *p;
+	uint64_t sid;
+};
+
+static void kick(void *arg)
+{
+	node_schedule_reap(arg);
+}
+
+struct route *route_new(struct node *n)
+{
+	struct route *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->node = n;
+	r->mirrors = rooms_new(0);
+	r->rstrms = strms_new(kick, n);
+	r->proxies = smap_new();
+	r->inner = wire_dec_new(node_cfg(n)->frame_max);
+	wire_buf_init(&r->buf);
+	TAILQ_INIT(&r->pends);
+	if (!r->mirrors || !r->rstrms || !r->proxies || !r->inner) {
+		route_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+void route_free(struct route *r)
+{
+	if (!r)
+		return;
+	struct pend *p;
+	while ((p = TAILQ_FIRST(&r->pends)) != NULL) {
+		TAILQ_REMOVE(&r->pends, p, next);
+		free(p);
+	}
+	/* The proxy map's keys live in its values: free those first. */
+	size_t pos = 0;
+	struct proxy_key *k;
+	while ((k = smap_next(r->proxies, &pos)) != NULL)
+		free(k);
+	smap_free(r->proxies);
+	strms_free(r->rstrms);
+	rooms_free(r->mirrors);
+	wire_dec_free(r->inner);
+	wire_buf_free(&r->buf);
+	free(r);
+}
+
+size_t route_mirrors(const struct node *n)
+{
+	return rooms_count(node_route((struct node *)n)->mirrors);
+}
+
+/* ---- at the client's node ---- */
+
+/* FWD [501, 0, sid, identity, frame] on the link to the relay. */
+static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t *frame,
+		   size_t len)
+{
+	struct route *r = node_route(n);
+	wire_buf_reset(&r->buf);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_FWD, 0, 3);
+	msgpack_pack_uint64(pk, conn_sid(c));
+	wire_pack_str(pk, conn_identity(c), conn_identity_len(c));
+	wire_pack_bin(pk, frame, len);
+	wire_end(&r->buf, 0);
+	conn_note_peer(c, p);
+	if (peer_send(p, r->buf.p, r->buf.len) < 0)
+		return -1;
+	node_counters(n)->forwarded++;
+	return 0;
+}
+
+static void fail_unreachable(struct conn *c, uint64_t rid)
+{
+	conn_error(c, rid, WIRE_E_INTERNAL, "the room's relay node is unreachable");
+}
+
+static void node_sub(struct node *n, struct peer *p, const char *room, uint64_t count,
+		     uint64_t rid)
+{
+	struct route *r = node_route(n);
+	wire_buf_reset(&r->buf);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_NODE_SUB, rid, 2);
+	wire_pack_str(pk, room, ROOM_ID_LEN);
+	msgpack_pack_uint64(pk, count);
+	wire_end(&r->buf, 0);
+	peer_send(p, r->buf.p, r->buf.len);
+}
+
+/* SUBSCRIBE to a room relayed elsewhere: the client joins the local
+ * mirror; the relay hears of the new count, and its answer (unknown_room, or
+ * OK) goes to the client. */
+static void mirror_subscribe(struct node *n, struct conn *c, const struct wire_msg *m,
+			     struct peer *p)
+{
+	struct route *r = node_route(n);
+	const struct wire_str *id = &m->f[0].s;
+	if (id->len != ROOM_ID_LEN) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_ROOM, "no room with this id");
+		return;
+	}
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	if (!mr) {
+		mr = rooms_create_id(r->mirrors, S(m->f[0]), "", 0, node_now_ms(n));
+		if (!mr) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
+			return;
+		}
+		room_set_marks(mr, ROUTE_MIRROR);
+	}
+	/* The topic filter and the subscription bookkeeping are the local
+	 * node's, exactly as for a room relayed here. */
+	int code = ops_subscribe_local(n, c, mr, m);
+	if (code) {
+		if (room_sub_count(mr) == 0)
+			route_mirror_changed(n, mr);
+		return;
+	}
+	struct pend *pd = calloc(1, sizeof(*pd));
+	if (!pd) {
+		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
+		return;
+	}
+	pd->rid = ++r->next_rid;
+	pd->p = p;
+	pd->sid = conn_sid(c);
+	pd->client_rid = m->rid;
+	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
+	TAILQ_INSERT_TAIL(&r->pends, pd, next);
+	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid);
+	/* The count just sent is current: no separate update is due. */
+	room_set_marks(mr, room_marks(mr) & ~ROUTE_DIRTY);
+}
+
+static void mirror_unsubscribe(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	struct room_sub *s = mr ? conn_find_sub(c, mr) : NULL;
+	if (s)
+		conn_unsubscribe(c, s); /* marks the mirror for an update */
+	struct wire_buf *b = node_scratch(n);
+	wire_enc_ok_nil(b, m->rid);
+	conn_send(c, b);
+}
+
+int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
+		 size_t len)
+{
+	struct clus *cl = node_clus(n);
+	struct peer *p;
+	if (!cl)
+		return 0;
+	switch (m->type) {
+	case WIRE_CREATE: {
+		/* The id decides the relay: choose it here, then ask the relay
+		 * (maybe this node) to create the room under it. */
+		char id[ROOM_ID_LEN + 1];
+		room_id_generate(id);
+		if (!(p = clus_route(cl, id, ROOM_ID_LEN))) {
+			struct wire_msg local = {.type = WIRE_CREATE_ID, .rid = m->rid, .nfields = 1};
+			local.f[0].s.ptr = id;
+			local.f[0].s.len = ROOM_ID_LEN;
+			ops_create_id(n, c, &local);
+			return 1;
+		}
+		struct wire_buf inner;
+		wire_buf_init(&inner);
+		msgpack_packer *pk = wire_begin(&inner, WIRE_CREATE_ID, m->rid, 1);
+		wire_pack_str(pk, id, ROOM_ID_LEN);
+		wire_end(&inner, 0);
+		if (forward(n, p, c, inner.p, inner.len) < 0)
+			fail_unreachable(c, m->rid);
+		wire_buf_free(&inner);
+		return 1;
+	}
+	case WIRE_REMOVE:
+	case WIRE_GRANT:
+	case WIRE_REVOKE:
+	case WIRE_INFO:
+	case WIRE_PUSH:
+	case WIRE_STREAM_OPEN:
+		if (!(p = clus_route(cl, S(m->f[0]))))
+			return 0;
+		if (m->type == WIRE_STREAM_OPEN && conn_rstream_add(c, S(m->f[1]), p) < 0) {
+			node_counters(n)->limits_hit++;
+			conn_error(c, m->rid, WIRE_E_LIMIT,
+				   "too many open streams on this connection (max_streams)");
+			return 1;
+		}
+		if (forward(n, p, c, raw, len) < 0)
+			fail_unreachable(c, m->rid);
+		return 1;
+	case WIRE_SUBSCRIBE:
+		if (!(p = clus_route(cl, S(m->f[0]))))
+			return 0;
+		mirror_subscribe(n, c, m, p);
+		return 1;
+	case WIRE_UNSUBSCRIBE:
+		if (!clus_route(cl, S(m->f[0])) && !rooms_find(node_route(n)->mirrors, S(m->f[0])))
+			return 0;
+		mirror_unsubscribe(n, c, m);
+		return 1;
+	case WIRE_STREAM_CHUNK:
+	case WIRE_STREAM_CLOSE:
+	case WIRE_STREAM_ABORT:
+		if (!(p = conn_rstream(c, S(m->f[0]))))
+			return 0;
+		if (m->type == WIRE_STREAM_CLOSE)
+			conn_rstream_closing(c, S(m->f[0]), m->rid);
+		else if (m->type == WIRE_STREAM_ABORT)
+			conn_rstream_done(c, S(m->f[0]), 0);
+		if (forward(n, p, c, raw, len) < 0)
+			fail_unreachable(c, m->rid);
+		return 1;
+	}
+	return 0;
+}
+
+/* FWD_REPLY [502, 0, sid, frame]: a frame for one of our clients. */
+static void on_fwd_reply(struct node *n, const struct wire_msg *m)
+{
+	struct conn *c = conns_find_sid(node_conns(n), m->f[0].u);
+	const struct wire_str *f = &m->f[1].s;
+	if (!c || f->len < WIRE_HDR + 3)
+		return;
+	/* Peek at the inner frame to retire remote streams that are over:
+	 * a STREAM_END names the stream; an OK/ERROR may answer a CLOSE. */
+	struct route *r = node_route(n);
+	struct wire_msg in;
+	size_t used;
+	if (wire_parse(r->inner, (const uint8_t *)f->ptr, f->len, &in, &used) == WIRE_OK_) {
+		if (in.type == WIRE_STREAM_END)
+			conn_rstream_done(c, S(in.f[0]), 0);
+		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) && in.rid)
+			conn_rstream_done(c, NULL, 0, in.rid);
+	}
+	conn_send_raw(c, (const uint8_t *)f->ptr, f->len);
+}
+
+/* The relay's answer to a NODE_SUB that a client waits for. */
+static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct route *r = node_route(n);
+	struct pend *pd;
+	TAILQ_FOREACH(pd, &r->pends, next)
+		if (pd->rid == m->rid && pd->p == p)
+			break;
+	if (!pd)
+		return;
+	TAILQ_REMOVE(&r->pends, pd, next);
+	struct conn *c = conns_find_sid(node_conns(n), pd->sid);
+	if (c && m->type == WIRE_OK) {
+		struct wire_buf *b = node_scratch(n);
+		wire_enc_ok_nil(b, pd->client_rid);
+		conn_send(c, b);
+	} else if (c) {
+		/* Refused (unknown_room): undo the local part. */
+		struct room *mr = rooms_find(r->mirrors, pd->room, ROOM_ID_LEN);
+		struct room_sub *s = mr ? conn_find_sub(c, mr) : NULL;
+		if (s)
+			conn_unsubscribe(c, s);
+		char msg[200];
+		snprintf(msg, sizeof(msg), "%.*s", m->nfields > 1 ? (int)m->f[1].s.len : 0,
+			 m->nfields > 1 ? m->f[1].s.ptr : "");
+		conn_error(c, pd->client_rid, m->nfields ? (int)m->f[0].u : WIRE_E_INTERNAL, msg);
+	}
+	free(pd);
+}
+
+/* A shared copy of a frame from the relay, for local receivers. */
+static struct blob *blob_of(const uint8_t *raw, size_t len)
+{
+	struct blob *b = blob_new(len);
+	if (b)
+		memcpy(blob_data(b), raw, len);
+	return b;
+}
+
+static void on_deliver(struct node *n, const struct wire_msg *m, const uint8_t *raw, size_t len)
+{
+	struct room *mr = rooms_find(node_route(n)->mirrors, S(m->f[0]));
+	if (!mr)
+		return;
+	uint64_t origin = m->nfields > 5 ? m->f[5].u : 0;
+	struct blob *frame = blob_of(raw, len);
+	if (!frame)
+		return;
+	struct node_counters *k = node_counters(n);
+	struct room_sub *s, *next;
+	for (s = room_subs(mr); s; s = next) {
+		next = room_sub_next(s);
+		struct conn *to = room_sub_who(s);
+		if (conn_sid(to) == origin)
+			continue;
+		if (conn_send_blob(to, frame) == 0) {
+			k->deliveries++;
+			k->delivered_bytes += m->f[4].s.len;
+		}
+	}
+	blob_unref(frame);
+}
+
+static void end_relayed(struct node *n, struct strm *s, const char *reason);
+
+static void on_room_closed(struct node *n, const struct wire_msg *m, const uint8_t *raw,
+			   size_t len)
+{
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	if (!mr)
+		return;
+	size_t pos = 0;
+	struct strm *st;
+	while ((st = strms_next(r->rstrms, &pos)) != NULL) {
+		if (strm_room(st) == mr) {
+			end_relayed(n, st, "room closed");
+			pos = 0;
+		}
+	}
+	struct blob *frame = blob_of(raw, len);
+	room_set_marks(mr, room_marks(mr) | ROUTE_GONE);
+	struct room_sub *s, *next;
+	for (s = room_subs(mr); s; s = next) {
+		next = room_sub_next(s);
+		struct conn *to = room_sub_who(s);
+		if (!frame || conn_send_blob(to, frame) == 0)
+			conn_unsubscribe(to, s);
+	}
+	blob_unref(frame);
+}
+
+/* STREAM_ACK [505, 0, id, upto] back to the relay. */
+static void send_ack(struct node *n, struct peer *p, const char *id, size_t idlen, uint64_t upto)
+{
+	struct route *r = node_route(n);
+	wire_buf_reset(&r->buf);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_STREAM_ACK, 0, 2);
+	wire_pack_str(pk, id, idlen);
+	msgpack_pack_uint64(pk, upto);
+	wire_end(&r->buf, 0);
+	peer_send(p, r->buf.p, r->buf.len);
+}
+
+static int in_list(const msgpack_object *list, const char *s)
+{
+	size_t len = strlen(s);
+	for (uint32_t i = 0; i < list->via.array.size; i++) {
+		const msgpack_object *d = &list->via.array.ptr[i];
+		if (d->type == MSGPACK_OBJECT_STR && d->via.str.size == len &&
+		    memcmp(d->via.str.ptr, s, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Sends a shared frame to the stream's local receivers. */
+static void rs_fan_out(struct strm *s, const uint8_t *raw, size_t len, size_t data_len)
+{
+	struct blob *frame = blob_of(raw, len);
+	if (!frame)
+		return;
+	if (data_len) {
+		strm_inflight_add(s, data_len);
+		blob_on_release(frame, strm_release_cb, s, data_len);
+	}
+	for (size_t i = 0; i < strm_receivers(s); i++) {
+		struct conn *to = room_sub_who(strm_receiver(s, i));
+		if (to)
+			conn_send_bulk(to, frame);
+	}
+	blob_unref(frame);
+}
+
+/* [310, 0, room, id, sender, topic, name, mime, size, attrs, dests, ts, origin] */
+static void on_opened(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
+		      size_t len)
+{
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	if (!mr || strms_find(r->rstrms, S(m->f[1])))
+		return; /* nobody here (its data is acknowledged as it comes) */
+	const msgpack_object *size = m->f[6].o, *dests = m->f[8].o;
+	int64_t sz = size->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)size->via.u64 : -1;
+	struct strm *s = strms_open(r->rstrms, S(m->f[1]), mr, p, S(m->f[3]), sz,
+				    node_cfg(n)->stream_window, node_now_ms(n));
+	if (!s)
+		return;
+	uint64_t origin = m->nfields > 10 ? m->f[10].u : 0;
+	for (struct room_sub *sub = room_subs(mr); sub; sub = room_sub_next(sub)) {
+		struct conn *to = room_sub_who(sub);
+		if (conn_sid(to) == origin || !room_sub_wants(sub, S(m->f[3])))
+			continue;
+		if (dests->type == MSGPACK_OBJECT_ARRAY && dests->via.array.size &&
+		    !in_list(dests, room_sub_identity(sub)))
+			continue;
+		strm_add_receiver(s, sub);
+	}
+	rs_fan_out(s, raw, len, 0);
+}
+
+static void on_data(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
+		    size_t len)
+{
+	struct strm *s = strms_find(node_route(n)->rstrms, S(m->f[0]));
+	const struct wire_str *data = &m->f[2].s;
+	if (!s || strm_sender(s) != p || m->f[1].u != strm_offset(s)) {
+		/* No receiver here: let the relay's window move on. */
+		send_ack(n, p, S(m->f[0]), m->f[1].u + data->len);
+		return;
+	}
+	strm_append(s, data->ptr, data->len, node_now_ms(n));
+	rs_fan_out(s, raw, len, data->len);
+}
+
+static void end_relayed(struct node *n, struct strm *s, const char *reason)
+{
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_END, 0, 6);
+	wire_pack_cstr(pk, strm_id(s));
+	wire_pack_cstr(pk, "aborted");
+	wire_pack_cstr(pk, reason);
+	msgpack_pack_map(pk, 0);
+	msgpack_pack_uint64(pk, strm_offset(s));
+	msgpack_pack_nil(pk);
+	wire_end(b, 0);
+	rs_fan_out(s, b->p, b->len, 0);
+	strms_end(node_route(n)->rstrms, s);
+}
+
+static void on_end(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
+		   size_t len)
+{
+	struct route *r = node_route(n);
+	struct strm *s = strms_find(r->rstrms, S(m->f[0]));
+	if (!s || strm_sender(s) != p)
+		return;
+	rs_fan_out(s, raw, len, 0);
+	/* The END is queued behind the last chunks, which the local receivers
+	 * may not have taken yet: the stream stays until they have, so that
+	 * the relay hears the last acknowledgement (route_flush ends it). */
+	strm_set_closing(s, 0);
+	if (strm_inflight(s) == 0) {
+		send_ack(n, p, S(m->f[0]), strm_offset(s));
+		strms_end(r->rstrms, s);
+	}
+}
+
+/* ---- at the relay ---- */
+
+static struct conn *proxy_for(struct node *n, struct peer *p, uint64_t sid, const struct wire_str *who)
+{
+	struct route *r = node_route(n);
+	struct proxy_key key = {p, sid};
+	struct proxy_key *k = smap_get(r->proxies, &key, sizeof(key));
+	struct conn *c;
+	if (k) {
+		/* The value is the key's allocation followed by the conn. */
+		memcpy(&c, k + 1, sizeof(c));
+		return c;
+	}
+	k = malloc(sizeof(*k) + sizeof(c));
+	if (!k)
+		return NULL;
+	*k = key;
+	c = conn_new_proxy(n, p, sid, who->ptr, who->len);
+	if (!c || smap_put(r->proxies, k, sizeof(*k), k) < 0) {
+		free(k);
+		return NULL;
+	}
+	memcpy(k + 1, &c, sizeof(c));
+	return c;
+}
+
+static void proxy_drop(struct node *n, struct peer *p, uint64_t sid)
+{
+	struct route *r = node_route(n);
+	struct proxy_key key = {p, sid};
+	struct proxy_key *k = smap_del(r->proxies, &key, sizeof(key));
+	if (!k)
+		return;
+	struct conn *c;
+	memcpy(&c, k + 1, sizeof(c));
+	free(k);
+	conn_close(c, 0, 0, NULL);
+}
+
+static void on_fwd(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct route *r = node_route(n);
+	const struct wire_str *f = &m->f[2].s;
+	struct conn *c = proxy_for(n, p, m->f[0].u, &m->f[1].s);
+	if (!c)
+		return;
+	struct wire_msg in;
+	size_t used;
+	if (wire_parse(r->inner, (const uint8_t *)f->ptr, f->len, &in, &used) != WIRE_OK_ ||
+	    used != f->len) {
+		/* The client's node checked the frame: this is a broken node. */
+		conn_error(c, 0, WIRE_E_BAD_REQUEST, "a forwarded frame does not parse");
+		return;
+	}
+	ops_dispatch(n, c, &in, (const uint8_t *)f->ptr, f->len);
+}
+
+static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
+	struct wire_buf *b = node_scratch(n);
+	if (!r) {
+		if (m->rid) {
+			wire_enc_error(b, m->rid, WIRE_E_UNKNOWN_ROOM, "no room with this id");
+			peer_send(p, b->p, b->len);
+		}
+		return;
+	}
+	struct room_sub *s;
+	for (s = room_subs(r); s; s = room_sub_next(s))
+		if (room_sub_who(s) == p)
+			break;
+	if (m->f[1].u == 0) {
+		if (s)
+			room_unsubscribe(s);
+	} else if (!s) {
+		s = room_subscribe(r, p);
+		if (s)
+			room_sub_set_peer(s, m->f[1].u);
+	} else {
+		room_sub_set_peer(s, m->f[1].u);
+	}
+	if (m->rid) {
+		wire_enc_ok_nil(b, m->rid);
+		peer_send(p, b->p, b->len);
+	}
+}
+
+static void on_ack(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct strm *s = strms_find(node_strms(n), S(m->f[0]));
+	if (s)
+		strm_peer_ack(s, p, m->f[1].u);
+}
+
+void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
+		      size_t len)
+{
+	switch (m->type) {
+	case WIRE_FWD: on_fwd(n, p, m); break;
+	case WIRE_FWD_REPLY: on_fwd_reply(n, m); break;
+	case WIRE_NODE_SUB: on_node_sub(n, p, m); break;
+	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u); break;
+	case WIRE_STREAM_ACK: on_ack(n, p, m); break;
+	case WIRE_OK:
+	case WIRE_ERROR: on_node_sub_reply(n, p, m); break;
+	case WIRE_DELIVER: on_deliver(n, m, raw, len); break;
+	case WIRE_ROOM_CLOSED: on_room_closed(n, m, raw, len); break;
+	case WIRE_STREAM_OPENED: on_opened(n, p, m, raw, len); break;
+	case WIRE_STREAM_DATA: on_data(n, p, m, raw, len); break;
+	case WIRE_STREAM_END: on_end(n, p, m, raw, len); break;
+	default:
+		vlog(node_log(n), LOG_INFO, "link %s: ignored frame type %u", peer_name(p), m->type);
+	}
+}
+
+void route_peer_gone(struct node *n, struct peer *p)
+{
+	struct route *r = node_route(n);
+	/* At the relay: the node's subscriptions and its sessions end. */
+	size_t pos = 0;
+	struct room *room;
+	while ((room = rooms_next(node_rooms(n), &pos)) != NULL) {
+		struct room_sub *s, *next;
+		for (s = room_subs(room); s; s = next) {
+			next = room_sub_next(s);
+			if (room_sub_who(s) == p)
+				room_unsubscribe(s);
+		}
+	}
+	struct proxy_key *k;
+	pos = 0;
+	while ((k = smap_next(r->proxies, &pos)) != NULL) {
+		if (k->p == p) {
+			proxy_drop(n, p, k->sid);
+			pos = 0;
+		}
+	}
+	conns_forget_peer(node_conns(n), p);
+	/* At a client's node: requests waiting on the link fail; mirrors and
+	 * streams whose relay it was end. */
+	struct pend *pd, *pnext;
+	for (pd = TAILQ_FIRST(&r->pends); pd; pd = pnext) {
+		pnext = TAILQ_NEXT(pd, next);
+		if (pd->p != p)
+			continue;
+		struct wire_msg fake = {.type = WIRE_ERROR, .rid = pd->rid, .nfields = 2};
+		fake.f[0].u = WIRE_E_INTERNAL;
+		fake.f[1].s.ptr = "the room's relay node is unreachable";
+		fake.f[1].s.len = (uint32_t)strlen(fake.f[1].s.ptr);
+		on_node_sub_reply(n, p, &fake);
+	}
+	struct strm *s;
+	pos = 0;
+	while ((s = strms_next(r->rstrms, &pos)) != NULL) {
+		if (strm_sender(s) == p) {
+			end_relayed(n, s, "relay lost");
+			pos = 0;
+		}
+	}
+	struct clus *cl = node_clus(n);
+	pos = 0;
+	while (cl && (room = rooms_next(r->mirrors, &pos)) != NULL) {
+		/* A mirror whose relay is no longer reachable through any link
+		 * is closed for its subscribers. */
+		const char *relay;
+		if (clus_placement(cl, room_id(room), ROOM_ID_LEN, &relay, 1) &&
+		    strcmp(relay, peer_name(p)) == 0 && !(room_marks(room) & ROUTE_GONE)) {
+			struct wire_buf frame;
+			wire_buf_init(&frame);
+			msgpack_packer *pk = wire_begin(&frame, WIRE_ROOM_CLOSED, 0, 2);
+			wire_pack_cstr(pk, room_id(room));
+			wire_pack_cstr(pk, "relay lost");
+			wire_end(&frame, 0);
+			struct wire_msg msg = {.type = WIRE_ROOM_CLOSED, .nfields = 2};
+			msg.f[0].s.ptr = room_id(room);
+			msg.f[0].s.len = ROOM_ID_LEN;
+			on_room_closed(n, &msg, frame.p, frame.len);
+			wire_buf_free(&frame);
+		}
+	}
+}
+
+void route_members_changed(struct node *n)
+{
+	(void)n; /* placement is recomputed on use; failover comes later */
+}
+
+void route_conn_gone(struct node *n, struct conn *c)
+{
+	struct peer *const *used;
+	size_t k = conn_peers_used(c, &used);
+	struct route *r = node_route(n);
+	for (size_t i = 0; i < k; i++) {
+		wire_buf_reset(&r->buf);
+		msgpack_packer *pk = wire_begin(&r->buf, WIRE_SESSION_END, 0, 1);
+		msgpack_pack_uint64(pk, conn_sid(c));
+		wire_end(&r->buf, 0);
+		peer_send(used[i], r->buf.p, r->buf.len);
+	}
+}
+
+void route_mirror_changed(struct node *n, struct room *mirror)
+{
+	room_set_marks(mirror, room_marks(mirror) | ROUTE_DIRTY);
+	node_schedule_reap(n);
+}
+
+void route_proxy_send(struct node *n, struct peer *p, uint64_t sid, const uint8_t *frame,
+		      size_t len)
+{
+	struct route *r = node_route(n);
+	wire_buf_reset(&r->buf);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_FWD_REPLY, 0, 2);
+	msgpack_pack_uint64(pk, sid);
+	wire_pack_bin(pk, frame, len);
+	wire_end(&r->buf, 0);
+	peer_send(p, r->buf.p, r->buf.len);
+}
+
+void route_flush(struct node *n)
+{
+	struct route *r = node_route(n);
+	struct strm *s;
+	while ((s = strms_pop_due(r->rstrms)) != NULL) {
+		struct peer *p = strm_sender(s);
+		/* A relayed stream's credit goes back to the relay as an
+		 * acknowledgement (credit_sent keeps the last one + window). */
+		uint64_t last = strm_credit_sent(s) - node_cfg(n)->stream_window;
+		if (p && strm_acked(s) > last) {
+			send_ack(n, p, strm_id(s), strlen(strm_id(s)), strm_acked(s));
+			strm_set_credit_sent(s, strm_acked(s) + node_cfg(n)->stream_window);
+		}
+		if (strm_room(s) && strm_closing(s, NULL) && strm_inflight(s) == 0)
+			strms_end(r->rstrms, s);
+		strm_unref(s);
+	}
+	/* Mirrors: counts to tell, empty ones to drop. */
+	struct clus *cl = node_clus(n);
+	size_t pos = 0;
+	struct room *mr;
+	while ((mr = rooms_next(r->mirrors, &pos)) != NULL) {
+		unsigned marks = room_marks(mr);
+		if (!(marks & ROUTE_DIRTY) && room_sub_count(mr))
+			continue;
+		struct peer *p = cl && !(marks & ROUTE_GONE) ? clus_route(cl, room_id(mr), ROOM_ID_LEN)
+							     : NULL;
+		if (p)
+			node_sub(n, p, room_id(mr), room_sub_count(mr), 0);
+		room_set_marks(mr, marks & ~ROUTE_DIRTY);
+		if (room_sub_count(mr) == 0) {
+			struct strm *st;
+			size_t spos = 0;
+			while ((st = strms_next(r->rstrms, &spos)) != NULL) {
+				if (strm_room(st) == mr) {
+					strms_end(r->rstrms, st);
+					spos = 0;
+				}
+			}
+			rooms_destroy(r->mirrors, mr);
+			pos = 0;
+		}
+	}
+}
