@@ -18,7 +18,10 @@
 #include "dashboard_html.h" /* dashboard_html[], generated from node/dashboard.html */
 #include "node/conn.h"
 #include "node/guard.h"
+#include "cluster/memb.h"
+#include "node/clus.h"
 #include "node/node.h"
+#include "node/route.h"
 #include "stream/addr.h"
 #include "stream/room.h"
 #include "stream/strm.h"
@@ -74,12 +77,35 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static json_t *member_self(struct stats *s)
 {
 	struct node *n = s->node;
-	/* One member, this node, until the cluster lands: then the membership
-	 * table's view (address, state, incarnation) goes here. */
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "id", node_id(n), "name",
 			 node_id(n), "address", node_addr(n), "stats_address", s->addr, "state",
 			 node_draining(n) ? "leaving" : "alive", "incarnation", (json_int_t)0,
 			 "self", 1);
+}
+
+/* The members as this node sees them: itself alone without a cluster. */
+static json_t *members_json(struct stats *s)
+{
+	struct clus *cl = node_clus(s->node);
+	json_t *list = json_array();
+	if (!cl) {
+		json_array_append_new(list, member_self(s));
+		return list;
+	}
+	static const char *states[] = {"alive", "suspect", "dead", "left"};
+	const struct memb *m = clus_memb(cl);
+	for (size_t i = 0; i < memb_count(m); i++) {
+		const struct memb_member *mm = memb_at(m, i);
+		int self = strcmp(mm->name, clus_self(cl)) == 0;
+		json_array_append_new(
+			list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "id", mm->name, "name",
+					mm->name, "address", mm->client_addr, "cluster_address",
+					mm->addr, "state",
+					self && node_draining(s->node) ? "leaving"
+								       : states[mm->state & 3],
+					"incarnation", (json_int_t)mm->incarnation, "self", self));
+	}
+	return list;
 }
 
 static json_t *room_json(struct node *n, const struct room *r, uint64_t now_ms)
@@ -87,10 +113,23 @@ static json_t *room_json(struct node *n, const struct room *r, uint64_t now_ms)
 	char prefix[ID_PREFIX + 1];
 	snprintf(prefix, sizeof(prefix), "%s", room_id(r));
 	uint64_t active = room_last_active(r);
-	return json_pack("{s:s, s:s, s:s, s:[], s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
-			 "id_prefix", prefix, "owner", room_owner(r), "relay", node_id(n),
-			 "backups", "subscribers_local", (json_int_t)room_sub_count(r),
-			 "subscribers_remote", (json_int_t)0, "pushes", (json_int_t)room_msgs(r),
+	struct clus *cl = node_clus(n);
+	const char *names[16];
+	size_t k = cl ? clus_placement(cl, room_id(r), ROOM_ID_LEN, names, clus_replicas(cl)) : 0;
+	json_t *backups = json_array();
+	for (size_t i = 1; i < k; i++)
+		json_array_append_new(backups, json_string(names[i]));
+	uint64_t local = 0, remote = 0;
+	for (const struct room_sub *sub = room_subs(r); sub; sub = room_sub_next(sub))
+		if (room_sub_is_peer(sub))
+			remote += room_sub_weight(sub);
+		else
+			local++;
+	return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+			 "id_prefix", prefix, "owner", room_owner(r), "relay",
+			 cl ? clus_self(cl) : node_id(n), "backups", backups, "subscribers_local",
+			 (json_int_t)local, "subscribers_remote", (json_int_t)remote, "pushes",
+			 (json_int_t)room_msgs(r),
 			 "bytes", (json_int_t)room_bytes(r), "streams_open",
 			 (json_int_t)room_streams(r), "epoch", (json_int_t)0, "seq",
 			 (json_int_t)room_seq(r), "idle_s",
@@ -154,7 +193,7 @@ static char *stats_text(struct stats *s)
 
 	json_t *root = json_pack(
 		"{s:{s:s, s:s, s:s, s:s, s:s, s:s, s:f},"
-		" s:[o],"
+		" s:o,"
 		" s:{s:I, s:I, s:I, s:I},"
 		" s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
 		" s:o,"
@@ -163,11 +202,12 @@ static char *stats_text(struct stats *s)
 		" s:I, s:I, s:I,"
 		" s:{s:I, s:I, s:I},"
 		" s:o}",
-		"node", "id", node_id(n), "name", node_id(n), "version", VROOM_VERSION, "address",
+		"node", "id", node_id(n), "name",
+		node_clus(n) ? clus_self(node_clus(n)) : node_id(n), "version", VROOM_VERSION, "address",
 		node_addr(n), "stats_address", s->addr, "state",
 		node_draining(n) ? "draining" : "serving", "uptime_s",
 		(double)(node_mono_ns() - s->started_ns) / 1e9,
-		"members", member_self(s),
+		"members", members_json(s),
 		"connections", "open", (json_int_t)conns_count(node_conns(n)), "max",
 		(json_int_t)c->max_conns, "accepted", (json_int_t)k->conns_accepted, "rejected",
 		(json_int_t)k->conns_rejected,
@@ -239,7 +279,15 @@ static void metrics_text(struct stats *s, struct evbuffer *b)
 			    (double)(node_mono_ns() - s->started_ns) / 1e9);
 	GAUGE("draining", "1 while the node drains after SIGTERM, else 0.", node_draining(n) != 0);
 	GAUGE("cluster_members", "Members of the cluster as this node sees them (itself included).",
-	      1);
+	      node_clus(n) ? memb_count(clus_memb(node_clus(n))) : 1);
+	GAUGE("cluster_mirrors", "Rooms relayed by other nodes that have subscribers here.",
+	      route_mirrors(n));
+	COUNTER("cluster_bad_packets", "Cluster datagrams dropped: not sealed with the cluster key, or malformed.",
+		node_clus(n) ? clus_bad_packets(node_clus(n)) : 0);
+	COUNTER("cluster_bad_links", "Node links dropped for a bad key, a bad handshake or a bad frame.",
+		node_clus(n) ? clus_bad_links(node_clus(n)) : 0);
+	COUNTER("forwarded", "Client requests sent on to the relay of their room on another node.",
+		k->forwarded);
 	GAUGE("connections", "Client connections open now.", conns_count(node_conns(n)));
 	GAUGE("connections_max", "The max_conns limit.", node_cfg(n)->max_conns);
 	GAUGE("rooms", "Rooms on this node now.", rooms_count(node_rooms(n)));
