@@ -433,9 +433,13 @@ static void on_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (strcmp(path, "/healthz") == 0) {
-		/* 503 while draining; with the cluster, also until joined. */
+		/* 503 while draining, and in a cluster until this node has
+		 * seen another member (clus_joined). */
+		struct clus *cl = node_clus(s->node);
 		if (node_draining(s->node))
 			reply_text(req, 503, "Service Unavailable", "draining\n");
+		else if (cl && !clus_joined(cl))
+			reply_text(req, 503, "Service Unavailable", "joining\n");
 		else
 			reply_text(req, 200, "OK", "ok\n");
 		return;

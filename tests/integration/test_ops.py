@@ -8,10 +8,12 @@ unless the case is about how vroomd exits.
   - settings: --help lists every setting; the example config holds every
     setting at its default; flags override the file; --check-config reports
     every error with its line number and exits 1; bad values are errors.
-  - stats: /healthz, /stats (JSON: node, members, rooms, rates, latency),
+  - stats: /healthz (503 while joining or draining), /stats (JSON: node,
+    members, rooms, rates, latency),
     /metrics (accepted by `promtool check metrics`), / (the dashboard,
     rendered by headless Chromium, which must show the member), limits on
-    requests (headers, methods, Host), loopback only unless --insecure.
+    requests (headers, methods, Host), loopback only unless --insecure; a
+    cluster of three nodes as one of them shows it.
   - signals: SIGHUP applies live settings and names those that need a
     restart; a bad file changes nothing; SIGTERM drains (/healthz 503, the
     client told why) within drain_timeout; a second SIGTERM exits at once.
@@ -389,6 +391,76 @@ def case_dashboard_in_chromium():
         node.stop()
 
 
+def free_port():
+    """A port free for both TCP and UDP on 127.0.0.1 (a cluster address)."""
+    while True:
+        t = socket.socket()
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            pass
+        finally:
+            t.close()
+            u.close()
+
+
+def case_cluster_of_three():
+    vroom = os.environ.get("VROOM") or os.path.join(os.path.dirname(vroomd_path()), "..",
+                                                    "client", "vroom")
+    key = os.path.join(TMP, "cluster.key")
+    p = subprocess.run([vroom, "cluster", "keygen", key], capture_output=True, text=True,
+                       timeout=10)
+    check(p.returncode == 0, "vroom cluster keygen: %d %s" % (p.returncode, p.stderr))
+    ports = [free_port() for _ in range(3)]
+    nodes = []
+    try:
+        def start(i, seeds):
+            flags = ["--cluster", "127.0.0.1:%d" % ports[i], "--cluster-key", key,
+                     "--node-name", "n%d" % (i + 1)]
+            if seeds:
+                flags += ["--seeds", ",".join("127.0.0.1:%d" % ports[j] for j in seeds)]
+            nodes.append(Node(*flags, name="ops-n%d" % (i + 1)))
+            return nodes[-1]
+        # n1 joins through n2, which is not there yet: it is not healthy.
+        n1 = start(0, [1])
+        port = stats_port(n1)
+        status, _, body = get(port, "/healthz")
+        check(status == 503 and body == b"joining\n", "/healthz before joining: %d %r" % (status, body))
+        start(1, [])
+        start(2, [1])
+        def all_alive():
+            d = get_json(port)
+            m = {x["name"]: x for x in d["members"]}
+            return d if sorted(m) == ["n1", "n2", "n3"] and all(
+                x["state"] == "alive" for x in m.values()) else None
+        d = wait_for(all_alive, 15, "n1 to see n2 and n3 alive")
+        check(get(port, "/healthz")[0] == 200, "/healthz after joining")
+        for m in d["members"]:
+            n = nodes[int(m["name"][1:]) - 1]
+            check(m["address"] == "%s:%d" % (n.host, n.port) and m["self"] == (m["name"] == "n1"),
+                  "member %r" % m)
+        _, _, body = get(port, "/metrics")
+        check(b"vroom_cluster_members 3\n" in body, "/metrics: no vroom_cluster_members 3")
+        promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+        check(promtool, "no promtool (Debian package prometheus; tests/run installs it)")
+        p = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           timeout=30)
+        check(p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(),
+              "promtool check metrics (cluster): %s %s" % (p.stdout, p.stderr))
+        dom = chromium_dom("http://127.0.0.1:%d/" % port)
+        for name in ("n1", "n2", "n3"):
+            m = re.search(r'<tr data-member="%s">(.*?)</tr>' % name, dom, re.S)
+            check(m and "alive" in m.group(1),
+                  "the dashboard does not show member %s alive:\n%s" % (name, dom[-3000:]))
+    finally:
+        for n in nodes:
+            n.stop()
+
+
 # ---------------------------------------------------------------- signals
 
 def case_sighup_reload():
@@ -569,6 +641,7 @@ CASES = [
     ("stats: request limits and Host check", case_stats_request_limits),
     ("stats: loopback unless --insecure, off, auto", case_stats_address_rules),
     ("dashboard rendered by chromium", case_dashboard_in_chromium),
+    ("cluster of 3: healthz, members, dashboard", case_cluster_of_three),
     ("SIGHUP reloads live settings", case_sighup_reload),
     ("SIGTERM drains (healthz 503)", case_sigterm_drains),
     ("second SIGTERM exits at once", case_second_sigterm_exits_at_once),
