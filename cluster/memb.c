@@ -1094,8 +1094,8 @@ void memb_recv(struct memb *m, const char *from_addr, const uint8_t *buf, size_t
 	 * that we hold dead does not know it, and refutes once it hears. At
 	 * most one such exchange per protocol period. */
 	const struct member *snd = find(m, d.sender);
-	int pull = !full && (!snd || snd->pub.state == MEMB_DEAD) && m->now >= m->next_pull &&
-		   !m->left;
+	int pull = !full && (snd ? snd->pub.state == MEMB_DEAD : m->n < MEMB_MAX) &&
+		   m->now >= m->next_pull && !m->left;
 	m->refuted = 0;
 	for (uint32_t i = 0; i < d.nlist; i++) {
 		struct item it;

@@ -7,10 +7,12 @@
  * suspect, refute and sync. Then it gets the whole input as one datagram,
  * and then the input read as records [flags, len_hi, len_lo, bytes...]: flags
  * bits 0-1 pick the sender's address, bits 2-7 advance the clock by 10 ms
- * steps (with a memb_tick), len bytes follow (fewer if the input ends).
+ * steps (with a memb_tick), len bytes follow (fewer if the input ends). An
+ * empty record with flags 0xff calls memb_leave(), with 0xfe memb_join().
  *
  * After each step: at most MEMB_MAX members, sorted by name, self among them
- * and never dead or suspect, every incarnation below 2^63, the bad counter
+ * and never dead or suspect (left after a leave, then for good), every
+ * incarnation below 2^63, the bad counter
  * never going back. Every datagram the instance sends fits its limit and is
  * accepted by a second instance ("b"): memb never sends what it would drop.
  * Built as a libFuzzer target with -Dfuzzing=true; replay.c runs the saved
@@ -42,6 +44,7 @@ static const char *const froms[4] = {"10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.9
 struct fx {
 	struct memb *a, *b;
 	uint64_t now, sent;
+	int left;
 };
 
 /* b only checks what a sends; what b would send goes nowhere. */
@@ -82,7 +85,7 @@ static void check(struct fx *f, uint64_t *bad)
 			CHECK(strcmp(memb_at(m, i - 1)->name, x->name) < 0);
 	}
 	CHECK(memb_find(m, "a") == memb_self(m));
-	CHECK(memb_self(m)->state == MEMB_ALIVE);
+	CHECK(memb_self(m)->state == (f->left ? MEMB_LEFT : MEMB_ALIVE));
 	const char *names[8];
 	CHECK(memb_live(m, names, 8) <= 8);
 	CHECK(memb_bad(m) >= *bad);
@@ -146,6 +149,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = size - off;
 		f.now += 10 * (uint64_t)(flags >> 2);
 		memb_tick(f.a, f.now);
+		if (len == 0 && flags == 0xff) {
+			memb_leave(f.a, f.now);
+			f.left = 1;
+		} else if (len == 0 && flags == 0xfe) {
+			memb_join(f.a, froms[2], f.now);
+		}
 		memb_recv(f.a, froms[flags & 3], data + off, len, f.now);
 		off += len;
 		check(&f, &bad);

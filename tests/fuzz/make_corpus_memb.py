@@ -3,7 +3,8 @@
 
 A seed is either one cluster datagram (fuzz_memb feeds the whole input to
 memb_recv first) or a sequence of records [flags, len_hi, len_lo, bytes]
-(flags bits 0-1: sender address, bits 2-7: clock advance in 10 ms steps).
+(flags bits 0-1: sender address, bits 2-7: clock advance in 10 ms steps;
+an empty record with flags 0xff is a leave, with 0xfe a join).
 The format is in cluster/memb.c and docs/protocol.md. Seeds are named
 seed-*; other files there were found by libFuzzer and kept by a merge.
 Deterministic: rerunning rewrites the same bytes. Needs python3-msgpack.
@@ -74,6 +75,9 @@ seeds = {
     "seq-sync": rec(dg(SYNC, items=many[:150])) + rec(dg(STATE, items=many[150:]), 0, 1),
     "seq-refute": rec(dg(GOSSIP, items=[item(SUSPECT, A, 5)]), 3) + rec(
         dg(GOSSIP, items=[item(DEAD, A, 6)]), 3, 1),
+    "seq-leave": rec(dg(PING, "a")) + b"\xff\x00\x00" + rec(
+        dg(GOSSIP, items=[item(SUSPECT, A, 5), item(ALIVE, A, 9)]), 1, 1) + rec(b"", 0, 63),
+    "seq-join": b"\xfe\x00\x00" + rec(dg(STATE, sender="c", items=[item(ALIVE, C, 1)]), 2, 1),
 }
 
 
