@@ -353,6 +353,7 @@ int main(int argc, char **argv)
 	 * text lives here for the whole run */
 	char token_text[8192];
 	const char *token_file = (env = getenv("VROOM_TOKEN")) && *env ? env : NULL;
+	int token_from_env = token_file != NULL;
 	int identity_given = (env = getenv("VROOM_IDENTITY")) && *env;
 	if (argc > 1 && cli_token_command(argv[1]))
 		return cli_token_main(argc - 1, argv + 1);
@@ -423,6 +424,7 @@ int main(int argc, char **argv)
 			break;
 		case O_TOKEN:
 			token_file = optarg;
+			token_from_env = 0;
 			break;
 		case 'h':
 		case O_HELP:
@@ -447,7 +449,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (token_file) {
-		if (cli_load_token(token_file, token_text, sizeof(token_text)) < 0)
+		if (cli_load_token(token_file, token_text, sizeof(token_text), token_from_env) < 0)
 			return 1;
 		c.token = token_text;
 		if (!identity_given)

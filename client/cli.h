@@ -41,7 +41,8 @@ int cli_cluster(struct cli *c);
  * first; cli_token_main() runs them with argv[0] the command. */
 int cli_token_command(const char *name);
 int cli_token_main(int argc, char **argv);
-/* Reads a token file into out[cap] (its text). 0, or -1 after a message. */
-int cli_load_token(const char *path, char *out, size_t cap);
+/* Reads a token file into out[cap] (its text); with text_ok, path may be
+ * the token's text itself ($VROOM_TOKEN). 0, or -1 after a message. */
+int cli_load_token(const char *path, char *out, size_t cap, int text_ok);
 
 #endif

@@ -50,16 +50,26 @@ static long read_small(const char *path, char *buf, size_t cap)
 	return (long)n;
 }
 
-int cli_load_token(const char *path, char *out, size_t cap)
+int cli_load_token(const char *path, char *out, size_t cap, int text_ok)
 {
+	uint8_t bin[TOKEN_MAX];
+	size_t len;
 	long n = read_small(path, out, cap);
+	if (n < 0 && errno == ENOENT && text_ok &&
+	    token_from_text(path, strlen(path), bin, sizeof(bin), &len) == 0 &&
+	    strlen(path) < cap) {
+		strcpy(out, path); /* $VROOM_TOKEN may hold the token itself */
+		return 0;
+	}
+	if (n < 0 && text_ok && errno == ENOENT) {
+		fprintf(stderr, "vroom: token: $VROOM_TOKEN names no file and is not a token\n");
+		return -1;
+	}
 	if (n < 0) {
 		fprintf(stderr, "vroom: token: %s: %s\n", path,
 			errno == EFBIG ? "too large for a token" : strerror(errno));
 		return -1;
 	}
-	uint8_t bin[TOKEN_MAX];
-	size_t len;
 	if (token_from_text(out, (size_t)n, bin, sizeof(bin), &len) < 0) {
 		fprintf(stderr, "vroom: token: %s: not a token (the text `vroom token` prints)\n",
 			path);

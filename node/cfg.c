@@ -104,7 +104,7 @@ void cfg_defaults(struct cfg *c)
 	c->drain_timeout_ms = 3 * 1000;
 	c->max_rooms = 100000; /* tokens and abuse limits */
 	c->max_rooms_per_identity = 1000;
-	c->max_in_rate = 128u << 20;
+	c->max_in_rate = 1u << 30;
 	c->max_hello_failures = 60;
 	c->replicas = 3;
 }

@@ -244,8 +244,11 @@ int guard_hello(struct guard *g, struct conn *c, const struct wire_msg *m,
 void guard_admit(struct guard *g, struct conn *c, const struct token_claims *cl)
 {
 	uint64_t exp_ms = cl->exp <= UINT64_MAX / 1000 ? cl->exp * 1000 : 0;
-	if (conn_set_token(c, cl->has_grants ? &cl->grants : NULL, exp_ms) < 0)
-		conn_error(c, 0, WIRE_E_INTERNAL, "out of memory keeping the token's grants");
+	if (conn_set_token(c, cl->has_grants ? &cl->grants : NULL, exp_ms) < 0) {
+		/* never serve a restricted token unrestricted */
+		conn_close(c, WIRE_E_INTERNAL, 0, "out of memory keeping the token's grants");
+		return;
+	}
 	vlog(node_log(g->n), LOG_DEBUG, "conn %llu %s: token for %s, expires %llu%s",
 	     (unsigned long long)conn_id(c), conn_peer(c), cl->identity,
 	     (unsigned long long)cl->exp, cl->has_grants ? ", with grants" : "");

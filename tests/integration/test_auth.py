@@ -457,6 +457,12 @@ def cli_with_token():
     check(len(room) == 16, "room create printed %r" % room)
     info = vroom("-s", addr, "room", "info", room, env={"VROOM_TOKEN": tf}).stdout
     check('"owner":"erin"' in info, "room info: %r" % info)
+    with open(tf) as f:
+        text = f.read().strip()
+    info = vroom("-s", addr, "room", "info", room, env={"VROOM_TOKEN": text}).stdout
+    check('"owner":"erin"' in info, "VROOM_TOKEN holding the text: %r" % info)
+    p = vroom("-s", addr, "room", "info", room, env={"VROOM_TOKEN": "/no/such/file"}, check_rc=1)
+    check("names no file" in p.stderr, "a bad VROOM_TOKEN said %r" % p.stderr)
     # --identity must agree with the token
     p = vroom("-s", addr, "--token", tf, "--identity", "frank", "room", "create", check_rc=1)
     check("auth: authentication failed" in p.stderr, "mismatch said %r" % p.stderr)
