@@ -29,7 +29,8 @@ int cli_cluster(struct cli *c)
 			return cli_usage("cluster room: expected ID");
 		struct vroom_error e;
 		struct vroom_placement pl;
-		struct vroom *v = vroom_open(c->server, c->identity, NULL, NULL, &e);
+		struct vroom *v =
+			vroom_open_token(c->server, c->identity, c->token, NULL, NULL, &e);
 		if (!v)
 			return cli_fail(&e);
 		int rc = vroom_place(v, c->pos[2], &pl, &e);

@@ -463,6 +463,8 @@ def cli_with_token():
     check('"owner":"erin"' in info, "VROOM_TOKEN holding the text: %r" % info)
     p = vroom("-s", addr, "room", "info", room, env={"VROOM_TOKEN": "/no/such/file"}, check_rc=1)
     check("names no file" in p.stderr, "a bad VROOM_TOKEN said %r" % p.stderr)
+    out = vroom("-s", addr, "--token", tf, "cluster", "room", room).stdout
+    check('"relay"' in out, "cluster room with a token: %r" % out)
     # --identity must agree with the token
     p = vroom("-s", addr, "--token", tf, "--identity", "frank", "room", "create", check_rc=1)
     check("auth: authentication failed" in p.stderr, "mismatch said %r" % p.stderr)
