@@ -579,6 +579,73 @@ def threading_send(sock, data):
     S.setdefault("threads", []).append(t)
 
 
+def free_udp_tcp_port():
+    for _ in range(100):
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    raise TestFailure("no port free for both UDP and TCP")
+
+
+def tokens_in_a_cluster():
+    # Two nodes with the same trusted keys. A restricted token's patterns
+    # are checked before a request leaves for the room's relay: the relay's
+    # proxy of the session knows no grants.
+    key = os.path.join(S["tmp"], "cluster.key")
+    vroom("cluster", "keygen", key)
+    PLACE = 108
+    nodes = []
+    try:
+        p1 = free_udp_tcp_port()
+        for name, seeds in (("a", None), ("b", "127.0.0.1:%d" % p1)):
+            port = p1 if name == "a" else free_udp_tcp_port()
+            flags = ["--cluster", "127.0.0.1:%d" % port, "--cluster-key", key, "--node-name",
+                     name, "--stats", "off", "--trusted-keys", S["keys"]]
+            if seeds:
+                flags += ["--seeds", seeds]
+            nodes.append(Node(*flags, name="auth-cluster-" + name))
+        a, b = nodes
+        owner = Session(admitted(a, "", mint(S["k1"], "hostc")))
+        # a room relayed by b, made through a (once the two have met)
+        remote = []
+        deadline = time.monotonic() + 15
+        while len(remote) < 2 and time.monotonic() < deadline:
+            room = owner.ok(CREATE)
+            if owner.ok(PLACE, room)["relay"] == "b":
+                remote.append(room)
+            else:
+                time.sleep(0.05)
+        check(len(remote) == 2, "no room relayed by b within 15 s")
+        viewer = Session(admitted(a, "", mint(S["k1"], "viewc", "1h", "--sub", remote[0])))
+        viewer.ok(SUBSCRIBE, remote[0])
+        viewer.error(E_FORBIDDEN, SUBSCRIBE, remote[1])
+        viewer.error(E_FORBIDDEN, PUSH, remote[0], 0, b"x")
+        viewer.error(E_FORBIDDEN, CREATE)
+        viewer.ok(INFO, remote[0])
+        owner.ok(GRANT, remote[0], "viewc")
+        viewer.error(E_FORBIDDEN, PUSH, remote[0], 0, b"still no push grant")
+        seq = owner.ok(PUSH, remote[0], 1, b"across")
+        v = recv_frame(viewer.sock, timeout=5)
+        check(v[0] == 201 and v[3] == seq and v[4] == "hostc" and v[6] == b"across",
+              "the viewer got %r" % (v,))
+        # b wants tokens too
+        refused(b, "hostc", None, "no token in HELLO")
+        owner.close()
+        viewer.close()
+    finally:
+        for n in nodes:
+            n.stop()
+
+
 def counters_in_stats():
     # Every refusal above is counted in the stats port's /stats ("guard").
     import json
@@ -647,6 +714,7 @@ CASES = [
     ("max_rooms_per_identity (23)", rooms_per_identity),
     ("max_rooms (23)", rooms_on_the_node),
     ("every refusal counted in /stats", counters_in_stats),
+    ("grants in a cluster of two (21)", tokens_in_a_cluster),
     ("max_hello_failures per source (23)", failed_hellos_per_source),
     ("max_in_rate holds a flooder back", inbound_rate),
 ]
