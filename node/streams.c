@@ -413,6 +413,8 @@ void streams_flush_due(struct node *n, struct strm *s)
 		wire_end(b, 0);
 		conn_send(sender, b);
 		strm_set_credit_sent(s, limit);
+		/* The sender's idle time starts when it can send again. */
+		strm_touch(s, node_now_ms(n));
 	}
 }
 

@@ -205,6 +205,11 @@ uint64_t strm_last_active(const struct strm *s)
 	return s->active;
 }
 
+void strm_touch(struct strm *s, uint64_t now_ms)
+{
+	s->active = now_ms;
+}
+
 int strm_is_open(const struct strm *s)
 {
 	return s->table != NULL && !s->closing;

@@ -56,6 +56,8 @@ void *strm_sender(const struct strm *s);      /* NULL once ended */
 int64_t strm_size(const struct strm *s);
 uint64_t strm_offset(const struct strm *s);
 uint64_t strm_last_active(const struct strm *s);
+/* Restarts the idle clock (credit granted: the sender may send again). */
+void strm_touch(struct strm *s, uint64_t now_ms);
 int strm_is_open(const struct strm *s);
 
 /* Adds a receiver (takes a reference on it). 0, or -1 on no memory. */
