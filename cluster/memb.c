@@ -1139,6 +1139,23 @@ void memb_recv(struct memb *m, const char *from_addr, const uint8_t *buf, size_t
 	}
 }
 
+void memb_declare_dead(struct memb *m, const char *name, uint64_t now_ms)
+{
+	clock_at(m, now_ms);
+	struct member *r = find(m, name);
+	if (!r || r == m->self || !live(r))
+		return;
+	int old = (int)r->pub.state;
+	set_state(m, r, MEMB_DEAD);
+	enqueue(m, r);
+	notify(m, r, old);
+	/* Spread it now rather than at the next gossip tick: the point of
+	 * outside evidence is speed. A member wrongly declared refutes. */
+	for (size_t i = 0; i < m->norder; i++)
+		if (live(m->order[i]) && m->order[i] != r)
+			send_gossip(m, m->order[i]->pub.addr, r);
+}
+
 void memb_leave(struct memb *m, uint64_t now_ms)
 {
 	clock_at(m, now_ms);

@@ -112,6 +112,13 @@ void memb_recv(struct memb *m, const char *from_addr, const uint8_t *buf, size_t
  * intervals afterwards so that gossip repeats it, then memb_free(). */
 void memb_leave(struct memb *m, uint64_t now_ms);
 
+/* Outside evidence that a member died (its node link was reset and its
+ * cluster port refuses connections): declares it dead now, without waiting
+ * for probes and the suspicion timeout, and gossips that to every live
+ * member at once. A member declared dead while alive refutes with a higher
+ * incarnation, as for any suspicion. */
+void memb_declare_dead(struct memb *m, const char *name, uint64_t now_ms);
+
 /* Members known, this node included, in a stable order (sorted by name).
  * Pointers stay valid until the member is forgotten (dead_forget_ms after it
  * died or left) or memb_free(); indexes only until the next call that

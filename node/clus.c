@@ -49,7 +49,9 @@ struct clus {
 	struct event *reap;
 	uint64_t last_join;
 	int joined;
-	/* Placement view: live names, sorted, and their weight seeds. */
+	/* Placement view: live names, sorted, and their weight seeds. The
+	 * names are copied: memb's own are valid only until its next change. */
+	char names[MEMB_MAX][MEMB_NAME_MAX + 1];
 	const char *live[MEMB_MAX];
 	uint64_t seeds_w[MEMB_MAX];
 	size_t nlive;
@@ -65,10 +67,14 @@ static uint64_t now_ms(struct clus *c)
 
 static void refresh_view(struct clus *c)
 {
-	c->nlive = memb_live(c->memb, c->live, MEMB_MAX);
+	const char *now[MEMB_MAX];
+	c->nlive = memb_live(c->memb, now, MEMB_MAX);
 	uint64_t seed = seal_placement_seed(c->seal);
-	for (size_t i = 0; i < c->nlive; i++)
+	for (size_t i = 0; i < c->nlive; i++) {
+		snprintf(c->names[i], sizeof(c->names[i]), "%s", now[i]);
+		c->live[i] = c->names[i];
 		c->seeds_w[i] = place_node_seed(seed, c->live[i], strlen(c->live[i]));
+	}
 }
 
 static int sockaddr_of(const char *addr, struct sockaddr_storage *ss, int *len)
@@ -206,6 +212,20 @@ static void peer_frame(struct peer *p, const struct wire_msg *m, const uint8_t *
 	route_peer_frame(c->node, p, m, raw, len);
 }
 
+/* The member a link is (or was being made) to: by its name once known,
+ * else by the address an outgoing link was made for. */
+static const struct memb_member *member_of(struct clus *c, const struct peer *p)
+{
+	if (*peer_name(p))
+		return memb_find(c->memb, peer_name(p));
+	if (!peer_outgoing(p))
+		return NULL;
+	for (size_t i = 0; i < memb_count(c->memb); i++)
+		if (strcmp(memb_at(c->memb, i)->addr, peer_addr(p)) == 0)
+			return memb_at(c->memb, i);
+	return NULL;
+}
+
 static void peer_gone(struct peer *p, const char *why, void *arg)
 {
 	struct clus *c = arg;
@@ -220,6 +240,22 @@ static void peer_gone(struct peer *p, const char *why, void *arg)
 		TAILQ_REMOVE(&c->links, l, next);
 		TAILQ_INSERT_TAIL(&c->dead, l, next);
 		event_active(c->reap, 0, 0);
+	}
+	/* Faster than probes: a member whose link reset is tried again at
+	 * once, and one whose cluster port refuses the connection is dead
+	 * (a live vroomd listens there). */
+	const struct memb_member *m = member_of(c, p);
+	if (!m || m->state >= MEMB_DEAD || strcmp(m->name, c->self) == 0)
+		return;
+	if (peer_refused(p)) {
+		vlog(node_log(c->node), LOG_WARN, "member %s refuses connections: declared dead",
+		     m->name);
+		memb_declare_dead(c->memb, m->name, now_ms(c));
+	} else if (peer_is_ready(p) || peer_outgoing(p)) {
+		char name[MEMB_NAME_MAX + 1];
+		snprintf(name, sizeof(name), "%s", m->name);
+		if (!peer_refused(p) && *peer_name(p))
+			clus_peer(c, name);
 	}
 }
 

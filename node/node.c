@@ -18,6 +18,7 @@
 #include "node/conn.h"
 #include "node/guard.h"
 #include "node/peer.h"
+#include "node/repl.h"
 #include "node/route.h"
 #include "node/streams.h"
 #include "stream/addr.h"
@@ -35,6 +36,7 @@ struct node {
 	struct conns *conns;
 	struct clus *clus;   /* NULL: a single node */
 	struct route *route;
+	struct repl *repl;
 	struct wire_dec *dec;
 	struct wire_buf scratch;
 	struct evconnlistener *lev;
@@ -82,6 +84,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 		node_room_close(n, r, "expired");
 	}
 	streams_sweep(n);
+	if (n->clus)
+		route_sweep(n);
 }
 
 struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog *log,
@@ -99,11 +103,12 @@ struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog 
 	n->strms = strms_new(kick_reaper, n);
 	n->conns = conns_new();
 	n->route = route_new(n);
+	n->repl = repl_new();
 	n->dec = wire_dec_new(c->frame_max);
 	n->reaper = event_new(base, -1, 0, on_reap, n);
 	n->sweep = event_new(base, -1, EV_PERSIST, on_sweep, n);
 	wire_buf_init(&n->scratch);
-	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->dec || !n->reaper || !n->sweep) {
+	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->repl || !n->dec || !n->reaper || !n->sweep) {
 		*cause = "out of memory";
 		node_free(n);
 		return NULL;
@@ -123,6 +128,7 @@ void node_free(struct node *n)
 	conns_free(n->conns); /* first: it ends streams and subscriptions */
 	guard_free(n->guard); /* after the connections reading through its bucket */
 	route_free(n->route);
+	repl_free(n->repl);
 	clus_free(n->clus);
 	strms_free(n->strms);
 	rooms_free(n->rooms);
@@ -397,6 +403,11 @@ struct route *node_route(struct node *n)
 	return n->route;
 }
 
+struct repl *node_repl(struct node *n)
+{
+	return n->repl;
+}
+
 int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame)
 {
 	void *who = room_sub_who(s);
@@ -419,6 +430,7 @@ int node_send_bulk(struct node *n, struct room_sub *s, struct blob *frame)
 
 void node_room_close(struct node *n, struct room *r, const char *reason)
 {
+	repl_room_gone(n, r);
 	if (room_streams(r))
 		streams_room_closed(n, r);
 	struct wire_buf *b = node_scratch(n);

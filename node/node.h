@@ -27,6 +27,7 @@ struct wire_buf;
 struct wire_dec;
 struct clus;
 struct route;
+struct repl;
 struct room_sub;
 struct conn;
 struct blob;
@@ -114,6 +115,7 @@ uint64_t node_lat_bound_us(size_t i);
 /* The cluster runtime, or NULL for a single node; the router. */
 struct clus *node_clus(struct node *n);
 struct route *node_route(struct node *n);
+struct repl *node_repl(struct node *n);
 /* Hands a shared frame to one subscription: a local client's output, or
  * a subscribing node's link. 0, or -1 if it was dropped (slow or gone). */
 int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame);

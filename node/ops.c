@@ -7,6 +7,7 @@
 #include "node/conn.h"
 #include "node/guard.h"
 #include "node/node.h"
+#include "node/repl.h"
 #include "node/route.h"
 #include "node/streams.h"
 #include "stream/blob.h"
@@ -140,6 +141,7 @@ void ops_create_id(struct node *n, struct conn *c, const struct wire_msg *m)
 		return;
 	}
 	node_counters(n)->rooms_created++;
+	repl_room_state(n, r);
 	guard_room_added(node_guard(n), r);
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
@@ -170,6 +172,7 @@ static void op_grant(struct node *n, struct conn *c, const struct wire_msg *m, i
 	}
 	if (!grant) {
 		room_revoke(r, S(m->f[1]));
+		repl_room_state(n, r);
 	} else {
 		int rc = room_grant(r, S(m->f[1]));
 		if (rc == -1) {
@@ -181,6 +184,7 @@ static void op_grant(struct node *n, struct conn *c, const struct wire_msg *m, i
 			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory adding the grant");
 			return;
 		}
+		repl_room_state(n, r);
 	}
 	reply_ok(n, c, m->rid);
 }
@@ -319,6 +323,17 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 		return;
 	}
 	const struct wire_str *data = &m->f[2].s;
+	/* A push sent again after a takeover (its session and rid known to
+	 * the ring) counts once: it gets its first seq back. */
+	uint64_t seen;
+	if (repl_seen(n, r, conn_sid(c), m->rid, &seen)) {
+		struct wire_buf *b0 = node_scratch(n);
+		msgpack_packer *pk0 = wire_begin(b0, WIRE_OK, m->rid, 1);
+		msgpack_pack_uint64(pk0, seen);
+		wire_end(b0, 0);
+		conn_send(c, b0);
+		return;
+	}
 	uint64_t seq = room_next_seq(r);
 	room_touch(node_rooms(n), r, node_now_ms(n));
 	room_count(r, data->len);
@@ -362,6 +377,7 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 			node_latency_add(n, node_mono_ns() - node_read_ns(n));
 		}
 	}
+	repl_push(n, r, seq, conn_sid(c), m->rid, frame);
 	blob_unref(frame);
 
 	b = node_scratch(n);

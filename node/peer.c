@@ -1,5 +1,6 @@
 #include "node/peer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ struct peer {
 	const struct peer_ops *ops;
 	void *arg;
 	int outgoing, ready, gone, hello_sent;
+	int refused; /* an outgoing connect was refused: nothing listens there */
 	char name[65];
 	char addr[64];
 	uint8_t my_hdr[HDR];
@@ -214,10 +216,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		return;
 	}
-	if (what & BEV_EVENT_EOF)
+	if (what & BEV_EVENT_EOF) {
 		fail(p, "closed by the peer");
-	else if (what & BEV_EVENT_ERROR)
-		fail(p, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	} else if (what & BEV_EVENT_ERROR) {
+		int err = EVUTIL_SOCKET_ERROR();
+		if (p->outgoing && !p->have_peer_hdr && err == ECONNREFUSED)
+			p->refused = 1;
+		fail(p, evutil_socket_error_to_string(err));
+	}
 }
 
 static struct peer *peer_new(struct event_base *base, evutil_socket_t fd, const char *addr,
@@ -310,6 +316,11 @@ int peer_is_ready(const struct peer *p)
 int peer_is_gone(const struct peer *p)
 {
 	return p->gone;
+}
+
+int peer_refused(const struct peer *p)
+{
+	return p->refused;
 }
 
 int peer_outgoing(const struct peer *p)

@@ -57,6 +57,8 @@ const char *peer_addr(const struct peer *p);
 int peer_is_ready(const struct peer *p);
 int peer_is_gone(const struct peer *p);
 int peer_outgoing(const struct peer *p);
+/* Whether an outgoing link failed because the connection was refused. */
+int peer_refused(const struct peer *p);
 /* Queues one frame (copied, encrypted as one message). -1 if the link is
  * gone or its output passed max_pending (the link is then dropped). */
 int peer_send(struct peer *p, const uint8_t *frame, size_t len);

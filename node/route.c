@@ -10,6 +10,7 @@
 #include "node/node.h"
 #include "node/ops.h"
 #include "node/peer.h"
+#include "node/repl.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/smap.h"
@@ -17,6 +18,27 @@
 #include "stream/wire.h"
 
 #define S(f) (f).s.ptr, (f).s.len
+#define ORPHAN_MS  5000	      /* how long a mirror or request waits for a new relay */
+#define FWDQ_MAX   65536      /* forwarded requests kept until answered */
+#define FWDQ_BYTES (64u << 20)
+
+/* A request sent to a relay and not yet answered: kept so that it can be
+ * sent again if the relay goes (the relay knows a push it already took by
+ * its session and rid). p is NULL while it waits for a new relay. */
+struct fwd {
+	struct peer *p;
+	uint64_t sid, rid, since;
+	size_t len;
+	TAILQ_ENTRY(fwd) next;
+	uint8_t frame[];
+};
+
+/* Where a mirror's room lives, and since when it has had no relay. */
+struct mirror_meta {
+	char id[ROOM_ID_LEN + 1];
+	char relay[65];
+	uint64_t orphan_since; /* 0: attached */
+};
 
 /* A local client's first subscription to a mirror, waiting for the relay. */
 struct pend {
@@ -33,6 +55,9 @@ struct route {
 	struct strms *rstrms;	/* streams relayed elsewhere, to local receivers */
 	struct smap *proxies;	/* (link, session) -> proxy connection, at the relay */
 	TAILQ_HEAD(, pend) pends;
+	TAILQ_HEAD(, fwd) fwds;
+	size_t nfwds, fwd_bytes;
+	struct smap *meta; /* mirror id -> struct mirror_meta */
 	uint64_t next_rid;
 	struct wire_buf buf;	/* frames this module encodes */
 	struct wire_dec *inner; /* decodes the frame inside a FWD */
@@ -57,10 +82,12 @@ struct route *route_new(struct node *n)
 	r->mirrors = rooms_new(0);
 	r->rstrms = strms_new(kick, n);
 	r->proxies = smap_new();
+	r->meta = smap_new();
+	TAILQ_INIT(&r->fwds);
 	r->inner = wire_dec_new(node_cfg(n)->frame_max);
 	wire_buf_init(&r->buf);
 	TAILQ_INIT(&r->pends);
-	if (!r->mirrors || !r->rstrms || !r->proxies || !r->inner) {
+	if (!r->mirrors || !r->rstrms || !r->proxies || !r->inner || !r->meta) {
 		route_free(r);
 		return NULL;
 	}
@@ -76,6 +103,16 @@ void route_free(struct route *r)
 		TAILQ_REMOVE(&r->pends, p, next);
 		free(p);
 	}
+	struct fwd *f;
+	while ((f = TAILQ_FIRST(&r->fwds)) != NULL) {
+		TAILQ_REMOVE(&r->fwds, f, next);
+		free(f);
+	}
+	size_t mpos = 0;
+	struct mirror_meta *mm;
+	while (r->meta && (mm = smap_next(r->meta, &mpos)) != NULL)
+		free(mm);
+	smap_free(r->meta);
 	/* The proxy map's keys live in its values: free those first. */
 	size_t pos = 0;
 	struct proxy_key *k;
@@ -96,6 +133,35 @@ size_t route_mirrors(const struct node *n)
 
 /* ---- at the client's node ---- */
 
+/* The type and rid of an encoded frame [type, rid, ...] whose first
+ * elements are small unsigned integers (0 if not). */
+static uint64_t raw_uint(const uint8_t *p, size_t len, size_t *at)
+{
+	if (*at >= len)
+		return 0;
+	uint8_t c = p[(*at)++];
+	if (c <= 0x7f)
+		return c;
+	int n = c == 0xcc ? 1 : c == 0xcd ? 2 : c == 0xce ? 4 : c == 0xcf ? 8 : 0;
+	uint64_t v = 0;
+	for (int i = 0; i < n && *at < len; i++)
+		v = v << 8 | p[(*at)++];
+	return v;
+}
+
+static unsigned raw_type(const uint8_t *f, size_t len)
+{
+	size_t at = WIRE_HDR + 1; /* past the prefix and the array header */
+	return (unsigned)raw_uint(f, len, &at);
+}
+
+static uint64_t raw_rid(const uint8_t *f, size_t len)
+{
+	size_t at = WIRE_HDR + 1;
+	raw_uint(f, len, &at);
+	return raw_uint(f, len, &at);
+}
+
 /* FWD [501, 0, sid, identity, frame] on the link to the relay. */
 static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t *frame,
 		   size_t len)
@@ -111,7 +177,31 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 	if (peer_send(p, r->buf.p, r->buf.len) < 0)
 		return -1;
 	node_counters(n)->forwarded++;
+	/* Keep what can be sent again to a new relay (a push taken twice
+	 * counts once there); bounded, past the bound nothing is kept. */
+	uint16_t type = len > 6 ? (uint16_t)raw_type(frame, len) : 0;
+	uint64_t rid = raw_rid(frame, len);
+	if (rid && (type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
+		    type == WIRE_REMOVE || type == WIRE_INFO) &&
+	    r->nfwds < FWDQ_MAX && r->fwd_bytes + len <= FWDQ_BYTES) {
+		struct fwd *f = malloc(sizeof(*f) + len);
+		if (f) {
+			*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len};
+			memcpy(f->frame, frame, len);
+			TAILQ_INSERT_TAIL(&r->fwds, f, next);
+			r->nfwds++;
+			r->fwd_bytes += len;
+		}
+	}
 	return 0;
+}
+
+static void fwd_done(struct route *r, struct fwd *f)
+{
+	TAILQ_REMOVE(&r->fwds, f, next);
+	r->nfwds--;
+	r->fwd_bytes -= f->len;
+	free(f);
 }
 
 static void fail_unreachable(struct conn *c, uint64_t rid)
@@ -119,16 +209,39 @@ static void fail_unreachable(struct conn *c, uint64_t rid)
 	conn_error(c, rid, WIRE_E_INTERNAL, "the room's relay node is unreachable");
 }
 
+/* NODE_SUB; resume_after (if not 0) is the last seq delivered here. */
 static void node_sub(struct node *n, struct peer *p, const char *room, uint64_t count,
-		     uint64_t rid)
+		     uint64_t rid, uint64_t resume_after)
 {
 	struct route *r = node_route(n);
 	wire_buf_reset(&r->buf);
-	msgpack_packer *pk = wire_begin(&r->buf, WIRE_NODE_SUB, rid, 2);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_NODE_SUB, rid, resume_after ? 3 : 2);
 	wire_pack_str(pk, room, ROOM_ID_LEN);
 	msgpack_pack_uint64(pk, count);
+	if (resume_after)
+		msgpack_pack_uint64(pk, resume_after);
 	wire_end(&r->buf, 0);
 	peer_send(p, r->buf.p, r->buf.len);
+}
+
+static struct mirror_meta *meta_of(struct route *r, const char *id, int make)
+{
+	struct mirror_meta *mm = smap_get(r->meta, id, ROOM_ID_LEN);
+	if (mm || !make)
+		return mm;
+	if (!(mm = calloc(1, sizeof(*mm))))
+		return NULL;
+	memcpy(mm->id, id, ROOM_ID_LEN);
+	if (smap_put(r->meta, mm->id, ROOM_ID_LEN, mm) < 0) {
+		free(mm);
+		return NULL;
+	}
+	return mm;
+}
+
+static void meta_drop(struct route *r, const char *id)
+{
+	free(smap_del(r->meta, id, ROOM_ID_LEN));
 }
 
 /* SUBSCRIBE to a room relayed elsewhere: the client joins the local
@@ -152,6 +265,9 @@ static void mirror_subscribe(struct node *n, struct conn *c, const struct wire_m
 		}
 		room_set_marks(mr, ROUTE_MIRROR);
 	}
+	struct mirror_meta *mm = meta_of(r, room_id(mr), 1);
+	if (mm && !mm->orphan_since)
+		snprintf(mm->relay, sizeof(mm->relay), "%s", peer_name(p));
 	/* The topic filter and the subscription bookkeeping are the local
 	 * node's, exactly as for a room relayed here. */
 	int code = ops_subscribe_local(n, c, mr, m);
@@ -171,7 +287,7 @@ static void mirror_subscribe(struct node *n, struct conn *c, const struct wire_m
 	pd->client_rid = m->rid;
 	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
 	TAILQ_INSERT_TAIL(&r->pends, pd, next);
-	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid);
+	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 0);
 	/* The count just sent is current: no separate update is due. */
 	room_set_marks(mr, room_marks(mr) & ~ROUTE_DIRTY);
 }
@@ -276,8 +392,15 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 	if (wire_parse(r->inner, (const uint8_t *)f->ptr, f->len, &in, &used) == WIRE_OK_) {
 		if (in.type == WIRE_STREAM_END)
 			conn_rstream_done(c, S(in.f[0]), 0);
-		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) && in.rid)
+		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) && in.rid) {
 			conn_rstream_done(c, NULL, 0, in.rid);
+			struct fwd *fw;
+			TAILQ_FOREACH(fw, &r->fwds, next)
+				if (fw->sid == conn_sid(c) && fw->rid == in.rid)
+					break;
+			if (fw)
+				fwd_done(r, fw);
+		}
 	}
 	conn_send_raw(c, (const uint8_t *)f->ptr, f->len);
 }
@@ -327,6 +450,11 @@ static void on_deliver(struct node *n, const struct wire_msg *m, const uint8_t *
 	if (!mr)
 		return;
 	uint64_t origin = m->nfields > 5 ? m->f[5].u : 0;
+	/* The mirror's seq is the last one delivered here: a new relay
+	 * resumes after it, and a replay may repeat what came before. */
+	if (m->f[1].u <= room_seq(mr))
+		return;
+	room_set_seq(mr, m->f[1].u);
 	struct blob *frame = blob_of(raw, len);
 	if (!frame)
 		return;
@@ -576,6 +704,10 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 		wire_enc_ok_nil(b, m->rid);
 		peer_send(p, b->p, b->len);
 	}
+	/* A node coming back (after a takeover, or a lost link) says the last
+	 * seq it delivered: it gets what it missed that the ring still has. */
+	if (s && m->nfields > 2)
+		repl_replay(n, r, m->f[2].u, p);
 }
 
 static void on_ack(struct node *n, struct peer *p, const struct wire_msg *m)
@@ -601,6 +733,9 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_STREAM_OPENED: on_opened(n, p, m, raw, len); break;
 	case WIRE_STREAM_DATA: on_data(n, p, m, raw, len); break;
 	case WIRE_STREAM_END: on_end(n, p, m, raw, len); break;
+	case WIRE_REPL_STATE:
+	case WIRE_REPL_PUSH:
+	case WIRE_REPL_GONE: repl_peer_frame(n, p, m); break;
 	default:
 		vlog(node_log(n), LOG_INFO, "link %s: ignored frame type %u", peer_name(p), m->type);
 	}
@@ -650,32 +785,166 @@ void route_peer_gone(struct node *n, struct peer *p)
 			pos = 0;
 		}
 	}
-	struct clus *cl = node_clus(n);
+	/* Mirrors and requests whose relay this was wait for a new one (or
+	 * for a new link to the same one): route_members_changed and the
+	 * sweep re-attach them, or close them after ORPHAN_MS. */
+	uint64_t now = node_now_ms(n);
 	pos = 0;
-	while (cl && (room = rooms_next(r->mirrors, &pos)) != NULL) {
-		/* A mirror whose relay is no longer reachable through any link
-		 * is closed for its subscribers. */
-		const char *relay;
-		if (clus_placement(cl, room_id(room), ROOM_ID_LEN, &relay, 1) &&
-		    strcmp(relay, peer_name(p)) == 0 && !(room_marks(room) & ROUTE_GONE)) {
-			struct wire_buf frame;
-			wire_buf_init(&frame);
-			msgpack_packer *pk = wire_begin(&frame, WIRE_ROOM_CLOSED, 0, 2);
-			wire_pack_cstr(pk, room_id(room));
-			wire_pack_cstr(pk, "relay lost");
-			wire_end(&frame, 0);
-			struct wire_msg msg = {.type = WIRE_ROOM_CLOSED, .nfields = 2};
-			msg.f[0].s.ptr = room_id(room);
-			msg.f[0].s.len = ROOM_ID_LEN;
-			on_room_closed(n, &msg, frame.p, frame.len);
-			wire_buf_free(&frame);
+	struct mirror_meta *mm;
+	while ((mm = smap_next(r->meta, &pos)) != NULL)
+		if (!mm->orphan_since && strcmp(mm->relay, peer_name(p)) == 0)
+			mm->orphan_since = now;
+	struct fwd *f;
+	TAILQ_FOREACH(f, &r->fwds, next)
+		if (f->p == p) {
+			f->p = NULL;
+			f->since = now;
+		}
+}
+
+/* Closes a mirror for its subscribers: its relay is gone for good. */
+static void mirror_lost(struct node *n, struct room *mr, const char *reason)
+{
+	struct wire_buf frame;
+	wire_buf_init(&frame);
+	msgpack_packer *pk = wire_begin(&frame, WIRE_ROOM_CLOSED, 0, 2);
+	wire_pack_cstr(pk, room_id(mr));
+	wire_pack_cstr(pk, reason);
+	wire_end(&frame, 0);
+	struct wire_msg msg = {.type = WIRE_ROOM_CLOSED, .nfields = 2};
+	msg.f[0].s.ptr = room_id(mr);
+	msg.f[0].s.len = ROOM_ID_LEN;
+	on_room_closed(n, &msg, frame.p, frame.len);
+	wire_buf_free(&frame);
+}
+
+/* Points a mirror at its relay as placement now has it: a new relay (or a
+ * new link to the same one) is subscribed to again, resuming after the
+ * last seq delivered here. */
+static void reattach(struct node *n, struct room *mr, struct mirror_meta *mm)
+{
+	struct clus *cl = node_clus(n);
+	const char *relay;
+	if (!cl || room_sub_count(mr) == 0 || (room_marks(mr) & ROUTE_GONE) ||
+	    clus_placement(cl, room_id(mr), ROOM_ID_LEN, &relay, 1) == 0)
+		return;
+	if (strcmp(relay, clus_self(cl)) == 0)
+		return; /* this node took the room over: route_took_over */
+	if (!mm->orphan_since && strcmp(relay, mm->relay) == 0)
+		return;
+	struct peer *p = clus_peer(cl, relay);
+	if (!p)
+		return;
+	vlog(node_log(n), LOG_INFO, "room %.6s...: subscribing again at %s after seq %llu",
+	     room_id(mr), relay, (unsigned long long)room_seq(mr));
+	snprintf(mm->relay, sizeof(mm->relay), "%s", relay);
+	mm->orphan_since = 0;
+	node_sub(n, p, room_id(mr), room_sub_count(mr), 0, room_seq(mr) ? room_seq(mr) : 0);
+}
+
+/* Sends kept requests without a relay again, through ops_dispatch, which
+ * routes them as placement has them now (and keeps them again if they go
+ * to another node). */
+static void resend(struct node *n)
+{
+	struct route *r = node_route(n);
+	TAILQ_HEAD(, fwd) todo = TAILQ_HEAD_INITIALIZER(todo);
+	struct fwd *f, *next;
+	for (f = TAILQ_FIRST(&r->fwds); f; f = next) {
+		next = TAILQ_NEXT(f, next);
+		if (f->p)
+			continue;
+		TAILQ_REMOVE(&r->fwds, f, next);
+		r->nfwds--;
+		r->fwd_bytes -= f->len;
+		TAILQ_INSERT_TAIL(&todo, f, next);
+	}
+	while ((f = TAILQ_FIRST(&todo)) != NULL) {
+		TAILQ_REMOVE(&todo, f, next);
+		struct conn *c = conns_find_sid(node_conns(n), f->sid);
+		struct wire_msg m;
+		size_t used;
+		if (c && wire_parse(r->inner, f->frame, f->len, &m, &used) == WIRE_OK_)
+			ops_dispatch(n, c, &m, f->frame, f->len);
+		free(f);
+	}
+}
+
+void route_took_over(struct node *n, struct room *nr)
+{
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, room_id(nr), ROOM_ID_LEN);
+	if (!mr)
+		return;
+	/* This node's own subscribers move from the mirror into the room,
+	 * and get what they missed. */
+	uint64_t after = room_seq(mr);
+	struct room_sub *s, *next;
+	for (s = room_subs(mr); s; s = next) {
+		next = room_sub_next(s);
+		struct conn *c = room_sub_who(s);
+		if (conn_subscribe(c, nr) == 0) {
+			struct room_sub *ns = conn_find_sub(c, nr);
+			room_sub_set_identity(ns, conn_identity(c), conn_identity_len(c));
+			room_sub_copy_topics(ns, s);
+			repl_replay_conn(n, nr, after, c);
+		}
+		room_set_marks(mr, room_marks(mr) | ROUTE_GONE);
+		conn_unsubscribe(c, s);
+	}
+}
+
+void route_sweep(struct node *n)
+{
+	struct route *r = node_route(n);
+	uint64_t now = node_now_ms(n);
+	size_t pos = 0;
+	struct mirror_meta *mm;
+	while ((mm = smap_next(r->meta, &pos)) != NULL) {
+		if (!mm->orphan_since)
+			continue;
+		struct room *mr = rooms_find(r->mirrors, mm->id, ROOM_ID_LEN);
+		if (!mr)
+			continue;
+		reattach(n, mr, mm);
+		if (mm->orphan_since && now - mm->orphan_since >= ORPHAN_MS) {
+			mm->orphan_since = 0;
+			mirror_lost(n, mr, "relay lost");
 		}
 	}
+	int orphans = 0;
+	struct fwd *f, *next;
+	for (f = TAILQ_FIRST(&r->fwds); f; f = next) {
+		next = TAILQ_NEXT(f, next);
+		if (f->p)
+			continue;
+		if (now - f->since < ORPHAN_MS) {
+			orphans = 1;
+			continue;
+		}
+		struct conn *c = conns_find_sid(node_conns(n), f->sid);
+		if (c)
+			conn_error(c, f->rid, WIRE_E_INTERNAL, "the room's relay node is unreachable");
+		fwd_done(r, f);
+	}
+	if (orphans)
+		resend(n);
 }
 
 void route_members_changed(struct node *n)
 {
-	(void)n; /* placement is recomputed on use; failover comes later */
+	struct route *r = node_route(n);
+	/* Take over what this node now relays first, then re-attach mirrors
+	 * and send kept requests to the relays placement now names. */
+	repl_members_changed(n);
+	size_t pos = 0;
+	struct mirror_meta *mm;
+	while ((mm = smap_next(r->meta, &pos)) != NULL) {
+		struct room *mr = rooms_find(r->mirrors, mm->id, ROOM_ID_LEN);
+		if (mr)
+			reattach(n, mr, mm);
+	}
+	resend(n);
 }
 
 void route_conn_gone(struct node *n, struct conn *c)
@@ -738,7 +1007,7 @@ void route_flush(struct node *n)
 		struct peer *p = cl && !(marks & ROUTE_GONE) ? clus_route(cl, room_id(mr), ROOM_ID_LEN)
 							     : NULL;
 		if (p)
-			node_sub(n, p, room_id(mr), room_sub_count(mr), 0);
+			node_sub(n, p, room_id(mr), room_sub_count(mr), 0, 0);
 		room_set_marks(mr, marks & ~ROUTE_DIRTY);
 		if (room_sub_count(mr) == 0) {
 			struct strm *st;
@@ -749,6 +1018,7 @@ void route_flush(struct node *n)
 					spos = 0;
 				}
 			}
+			meta_drop(r, room_id(mr));
 			rooms_destroy(r->mirrors, mr);
 			pos = 0;
 		}

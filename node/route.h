@@ -55,6 +55,12 @@ void route_flush(struct node *n);
 /* A proxy's output: wraps the frame in FWD_REPLY to its node. */
 void route_proxy_send(struct node *n, struct peer *p, uint64_t sid, const uint8_t *frame,
 		      size_t len);
+/* This node took room nr over: its own subscribers of the room's mirror
+ * move into it and get the pushes they missed. */
+void route_took_over(struct node *n, struct room *nr);
+/* Every sweep: mirrors and requests waiting for a relay try again, or give
+ * up after a few seconds. */
+void route_sweep(struct node *n);
 /* Mirrors (rooms with local subscribers relayed elsewhere), for the stats. */
 size_t route_mirrors(const struct node *n);
 

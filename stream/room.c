@@ -299,6 +299,11 @@ uint64_t room_seq(const struct room *r)
 	return r->seq;
 }
 
+void room_set_seq(struct room *r, uint64_t seq)
+{
+	r->seq = seq;
+}
+
 uint64_t room_created(const struct room *r)
 {
 	return r->created;
@@ -412,6 +417,15 @@ int room_sub_is_peer(const struct room_sub *s)
 uint64_t room_sub_weight(const struct room_sub *s)
 {
 	return s->weight;
+}
+
+int room_sub_copy_topics(struct room_sub *dst, const struct room_sub *src)
+{
+	for (size_t i = 0; i < src->ntopics; i++)
+		if (room_sub_add_topic(dst, src->topics[i], strlen(src->topics[i]),
+				       src->ntopics) < 0)
+			return -1;
+	return 0;
 }
 
 void room_sub_clear_topics(struct room_sub *s)

@@ -76,6 +76,8 @@ void room_touch(struct rooms *t, struct room *r, uint64_t now_ms);
 /* Assigns and returns the next sequence number (the first is 1). */
 uint64_t room_next_seq(struct room *r);
 uint64_t room_seq(const struct room *r);
+/* Sets the last seq (a room taken over continues where its relay was). */
+void room_set_seq(struct room *r, uint64_t seq);
 uint64_t room_created(const struct room *r);
 uint64_t room_last_active(const struct room *r);
 /* Counts a message of len payload bytes in the room's totals. */
@@ -101,6 +103,8 @@ int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t
 void room_sub_set_peer(struct room_sub *s, uint64_t weight);
 int room_sub_is_peer(const struct room_sub *s);
 uint64_t room_sub_weight(const struct room_sub *s);
+/* Gives dst the topic filter of src. 0, or -1 on no memory. */
+int room_sub_copy_topics(struct room_sub *dst, const struct room_sub *src);
 /* Forgets the topic filter (s then wants every topic). */
 void room_sub_clear_topics(struct room_sub *s);
 /* Whether a stream of this topic goes to s: yes if s named no topic. */

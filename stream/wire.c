@@ -52,9 +52,12 @@ static const struct wire_schema schemas[] = {
 	{WIRE_PEER_HELLO, "sub"},
 	{WIRE_FWD, "usb"},
 	{WIRE_FWD_REPLY, "ub"},
-	{WIRE_NODE_SUB, "su"},
+	{WIRE_NODE_SUB, "su|u"},
 	{WIRE_SESSION_END, "u"},
 	{WIRE_STREAM_ACK, "su"},
+	{WIRE_REPL_STATE, "sslu|u"},
+	{WIRE_REPL_PUSH, "suuub"},
+	{WIRE_REPL_GONE, "s"},
 };
 
 static const char *schema_of(unsigned type)

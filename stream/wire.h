@@ -75,6 +75,9 @@ enum wire_type {
 	WIRE_NODE_SUB = 503,
 	WIRE_SESSION_END = 504,
 	WIRE_STREAM_ACK = 505,
+	WIRE_REPL_STATE = 506,
+	WIRE_REPL_PUSH = 507,
+	WIRE_REPL_GONE = 508,
 };
 
 /* Error codes: one enum, stable numbers, mapped to names in wire_err_name().

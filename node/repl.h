@@ -1,0 +1,58 @@
+/*
+ * repl: a room's state on its backups, and the takeover when its relay goes.
+ *
+ * The relay sends each backup (the next nodes of the room's preference list)
+ * the room's state (owner, grants, seq) when it changes, and every push it
+ * accepts. Each node keeps, for the rooms it relays or backs up, a ring of
+ * the most recent pushes (bounded in bytes). When membership changes and a
+ * node becomes the relay of a room it backs up, it takes the room over
+ * (same id, owner, grants and seq, a higher epoch); subscriber nodes
+ * subscribe again with the last seq they delivered and are sent what they
+ * missed from the ring; a publisher's node sends again the pushes it had
+ * forwarded and not seen acknowledged, and the ring's (session, rid) of each
+ * push makes a push sent twice count once.
+ *
+ * Not yet: byte streams across a takeover, and acknowledging a push only once
+ * the first backup holds it (replication is sent before the ack but not
+ * waited for).
+ */
+#ifndef VROOM_NODE_REPL_H
+#define VROOM_NODE_REPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct node;
+struct peer;
+struct conn;
+struct room;
+struct blob;
+struct repl;
+struct wire_msg;
+
+struct repl *repl_new(void);
+void repl_free(struct repl *r);
+
+/* At the relay: r changed (created, granted, revoked): tell its backups. */
+void repl_room_state(struct node *n, struct room *r);
+/* At the relay: r is being removed. */
+void repl_room_gone(struct node *n, const struct room *r);
+/* At the relay: push seq of r, from session sid's request rid, was accepted;
+ * frame is its DELIVER (kept in the ring, sent to the backups). */
+void repl_push(struct node *n, struct room *r, uint64_t seq, uint64_t sid, uint64_t rid,
+	       struct blob *frame);
+/* Whether session sid's request rid already made push *seq in room r. */
+int repl_seen(struct node *n, const struct room *r, uint64_t sid, uint64_t rid, uint64_t *seq);
+/* Sends the peer every push of r after seq from_seq that the ring holds. */
+void repl_replay(struct node *n, const struct room *r, uint64_t from_seq, struct peer *p);
+/* The same to a local client connection. */
+void repl_replay_conn(struct node *n, const struct room *r, uint64_t from_seq, struct conn *c);
+/* A replication frame from a relay. */
+void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m);
+/* Membership changed: take over the rooms this node now relays, and bring
+ * the backups of the rooms it relays up to date. */
+void repl_members_changed(struct node *n);
+/* Rooms backed up here (for the stats). */
+size_t repl_replicas(const struct node *n);
+
+#endif
