@@ -204,6 +204,8 @@ static void conn_kill(struct conn *c, const char *why)
 	drop_subs(c);
 	if (!c->proxy)
 		route_conn_gone(c->node, c);
+	else
+		route_proxy_gone(c->node, c->proxy, c->sid);
 	if (c->bev)
 		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	if (c->timer)

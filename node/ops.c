@@ -334,6 +334,8 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 		conn_send(c, b0);
 		return;
 	}
+	if (repl_floor(n, r) > room_seq(r))
+		room_set_seq(r, repl_floor(n, r));
 	uint64_t seq = room_next_seq(r);
 	room_touch(node_rooms(n), r, node_now_ms(n));
 	room_count(r, data->len);

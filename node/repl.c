@@ -26,7 +26,8 @@ struct entry {
 
 struct ring {
 	char id[ROOM_ID_LEN + 1];
-	uint64_t sig; /* the backups it was last sent to (a hash of their names) */
+	uint64_t sig;	/* the backups it was last sent to (a hash of their names) */
+	uint64_t floor; /* a newer relay's seq this node adopted: the next push goes past it */
 	struct entry *e;
 	size_t head, len, cap, bytes;
 };
@@ -271,53 +272,176 @@ static void fill(struct node *n, struct room *r)
 	}
 }
 
+/* This node's rank in the room's preference list: 0 is the relay, -1 not
+ * in it. */
+static int rank_of(struct node *n, const char *id)
+{
+	struct clus *cl = node_clus(n);
+	const char *names[16];
+	size_t k = clus_placement(cl, id, ROOM_ID_LEN, names, clus_replicas(cl));
+	for (size_t i = 0; i < k; i++)
+		if (strcmp(names[i], clus_self(cl)) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void set_grants(struct room *r, const msgpack_object *g)
+{
+	while (room_grant_count(r))
+		room_revoke(r, room_grant_at(r, 0), strlen(room_grant_at(r, 0)));
+	for (uint32_t i = 0; i < g->via.array.size && i < 4096; i++)
+		if (g->via.array.ptr[i].type == MSGPACK_OBJECT_STR)
+			room_grant(r, g->via.array.ptr[i].via.str.ptr, g->via.array.ptr[i].via.str.size);
+}
+
+/* A backed-up room becomes this node's: same id, owner, grants and seq. */
+static struct room *promote(struct node *n, struct room *rep, const char *why)
+{
+	struct repl *rp = node_repl(n);
+	struct room *nr = rooms_create_id(node_rooms(n), room_id(rep), ROOM_ID_LEN, room_owner(rep),
+					  strlen(room_owner(rep)), node_now_ms(n));
+	if (nr) {
+		for (size_t i = 0; i < room_grant_count(rep); i++)
+			room_grant(nr, room_grant_at(rep, i), strlen(room_grant_at(rep, i)));
+		room_set_seq(nr, room_seq(rep));
+		node_counters(n)->failovers++;
+		vlog(node_log(n), LOG_NOTICE, "took over room %.6s... at seq %llu (%s)", room_id(nr),
+		     (unsigned long long)room_seq(nr), why);
+	}
+	rooms_destroy(rp->replicas, rep); /* the ring stays: nr's now */
+	if (nr)
+		route_took_over(n, nr);
+	return nr;
+}
+
+/* A push from the node that relayed this room before, for a room relayed
+ * here now: deliver what is new here, as the relay would have. */
+static void catch_up(struct node *n, struct room *r, uint64_t seq, uint64_t origin,
+		     struct blob *frame)
+{
+	if (seq <= room_seq(r))
+		return;
+	room_set_seq(r, seq);
+	for (struct room_sub *s = room_subs(r), *next; s; s = next) {
+		next = room_sub_next(s);
+		if (!room_sub_is_peer(s) && conn_sid(room_sub_who(s)) == origin)
+			continue;
+		node_send_blob(n, s, frame);
+	}
+}
+
 void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 {
 	struct repl *rp = node_repl(n);
+	if (m->f[0].s.len != ROOM_ID_LEN || !node_clus(n))
+		return;
 	struct room *r = rooms_find(rp->replicas, S(m->f[0]));
+	struct room *mine = rooms_find(node_rooms(n), S(m->f[0]));
 	switch (m->type) {
-	case WIRE_REPL_STATE: {
-		if (m->f[0].s.len != ROOM_ID_LEN)
+	case WIRE_REPL_STATE:
+		if (mine) {
+			/* Another node relayed it meanwhile (this node was cut
+			 * off, or is new in its place): its state is newer when
+			 * its seq is. Pushes past ours follow as REPL_PUSH. */
+			if (m->f[3].u > room_seq(mine)) {
+				set_grants(mine, m->f[2].o);
+				struct ring *g = ring_of(rp, room_id(mine), 1);
+				if (g && m->f[3].u > g->floor)
+					g->floor = m->f[3].u;
+				vlog(node_log(n), LOG_NOTICE,
+				     "room %.6s...: adopting the newer state of %s (seq %llu > %llu)",
+				     room_id(mine), peer_name(p), (unsigned long long)m->f[3].u,
+				     (unsigned long long)room_seq(mine));
+			}
 			return;
-		if (rooms_find(node_rooms(n), S(m->f[0])))
-			return; /* relayed here already: this node is ahead */
+		}
 		if (!r && !(r = rooms_create_id(rp->replicas, S(m->f[0]), S(m->f[1]),
 						 node_now_ms(n))))
 			return;
-		const msgpack_object *g = m->f[2].o;
-		while (room_grant_count(r))
-			room_revoke(r, room_grant_at(r, 0), strlen(room_grant_at(r, 0)));
-		for (uint32_t i = 0; i < g->via.array.size && i < WIRE_DESTS_MAX * 4; i++)
-			if (g->via.array.ptr[i].type == MSGPACK_OBJECT_STR)
-				room_grant(r, g->via.array.ptr[i].via.str.ptr,
-					   g->via.array.ptr[i].via.str.size);
+		set_grants(r, m->f[2].o);
 		if (m->f[3].u > room_seq(r))
 			room_set_seq(r, m->f[3].u);
 		room_touch(rp->replicas, r, node_now_ms(n));
-		break;
-	}
+		/* Handed over (a node joined, or this one came back first in
+		 * the room's list): take it now. */
+		if (rank_of(n, room_id(r)) == 0)
+			promote(n, r, "handed over");
+		return;
 	case WIRE_REPL_PUSH: {
-		if (!r)
-			return;
 		struct blob *frame = blob_new(m->f[4].s.len);
-		struct ring *g = ring_of(rp, room_id(r), 1);
-		if (frame && g) {
-			memcpy(blob_data(frame), m->f[4].s.ptr, m->f[4].s.len);
+		if (!frame)
+			return;
+		memcpy(blob_data(frame), m->f[4].s.ptr, m->f[4].s.len);
+		struct room *owner = mine ? mine : r;
+		struct ring *g = owner ? ring_of(rp, room_id(owner), 1) : NULL;
+		if (g)
 			ring_add(g, m->f[1].u, m->f[2].u, m->f[3].u, frame);
-		}
-		blob_unref(frame);
-		if (m->f[1].u > room_seq(r))
+		if (mine)
+			catch_up(n, mine, m->f[1].u, m->f[2].u, frame);
+		else if (r && m->f[1].u > room_seq(r))
 			room_set_seq(r, m->f[1].u);
-		room_touch(rp->replicas, r, node_now_ms(n));
-		break;
+		if (r)
+			room_touch(rp->replicas, r, node_now_ms(n));
+		blob_unref(frame);
+		return;
 	}
 	case WIRE_REPL_GONE:
 		if (r) {
 			ring_drop(rp, room_id(r));
 			rooms_destroy(rp->replicas, r);
 		}
-		break;
+		return;
 	}
+}
+
+uint64_t repl_floor(struct node *n, const struct room *r)
+{
+	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
+	return g ? g->floor : 0;
+}
+
+/* Hands a room this node relays to the node now first in its list: its
+ * state and ring go there, this node keeps it as a backup (or forgets it),
+ * and its local subscribers follow it through a mirror. */
+static int hand_over(struct node *n, struct room *r)
+{
+	struct clus *cl = node_clus(n);
+	struct repl *rp = node_repl(n);
+	const char *names[16];
+	size_t k = clus_placement(cl, room_id(r), ROOM_ID_LEN, names, clus_replicas(cl));
+	if (k == 0)
+		return -1;
+	struct peer *p = clus_peer(cl, names[0]);
+	if (!p)
+		return -1;
+	struct wire_buf *b = node_scratch(n);
+	enc_state(b, r);
+	peer_send(p, b->p, b->len);
+	struct ring *g = ring_of(rp, room_id(r), 0);
+	for (size_t i = 0; g && i < g->len; i++) {
+		b = node_scratch(n);
+		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap]);
+		peer_send(p, b->p, b->len);
+	}
+	vlog(node_log(n), LOG_NOTICE, "handed room %.6s... (seq %llu) over to %s", room_id(r),
+	     (unsigned long long)room_seq(r), names[0]);
+	int rank = rank_of(n, room_id(r));
+	if (rank > 0) {
+		struct room *rep = rooms_create_id(rp->replicas, room_id(r), ROOM_ID_LEN,
+						   room_owner(r), strlen(room_owner(r)),
+						   node_now_ms(n));
+		if (rep) {
+			for (size_t i = 0; i < room_grant_count(r); i++)
+				room_grant(rep, room_grant_at(r, i), strlen(room_grant_at(r, i)));
+			room_set_seq(rep, room_seq(r));
+		}
+		if (g)
+			g->sig = 0;
+	} else {
+		ring_drop(rp, room_id(r));
+	}
+	route_room_moved(n, r, p, names[0]);
+	return 0;
 }
 
 void repl_members_changed(struct node *n)
@@ -330,36 +454,26 @@ void repl_members_changed(struct node *n)
 	struct room *r;
 	/* Take over the replicas this node now relays. */
 	while ((r = rooms_next(rp->replicas, &pos)) != NULL) {
-		const char *names[16];
-		size_t k = clus_placement(cl, room_id(r), ROOM_ID_LEN, names, clus_replicas(cl));
-		int rank = -1;
-		for (size_t i = 0; i < k; i++)
-			if (strcmp(names[i], clus_self(cl)) == 0)
-				rank = (int)i;
+		int rank = rank_of(n, room_id(r));
 		if (rank > 0)
 			continue; /* still a backup */
 		if (rank < 0) { /* no longer in its list */
 			ring_drop(rp, room_id(r));
 			rooms_destroy(rp->replicas, r);
-			pos = 0;
-			continue;
+		} else {
+			promote(n, r, "its relay is gone");
 		}
-		struct room *nr = rooms_create_id(node_rooms(n), room_id(r), ROOM_ID_LEN, room_owner(r),
-						  strlen(room_owner(r)), node_now_ms(n));
-		if (nr) {
-			for (size_t i = 0; i < room_grant_count(r); i++)
-				room_grant(nr, room_grant_at(r, i), strlen(room_grant_at(r, i)));
-			room_set_seq(nr, room_seq(r));
-			node_counters(n)->failovers++;
-			vlog(node_log(n), LOG_NOTICE, "took over room %.6s... at seq %llu",
-			     room_id(nr), (unsigned long long)room_seq(nr));
-			route_took_over(n, nr);
-		}
-		rooms_destroy(rp->replicas, r); /* the ring stays: nr's now */
 		pos = 0;
 	}
-	/* Bring the backups of the rooms relayed here up to date. */
+	/* Hand over the rooms another node now comes first for; bring the
+	 * backups of the others up to date. */
 	pos = 0;
-	while ((r = rooms_next(node_rooms(n), &pos)) != NULL)
+	while ((r = rooms_next(node_rooms(n), &pos)) != NULL) {
+		if (rank_of(n, room_id(r)) != 0) {
+			if (hand_over(n, r) == 0)
+				pos = 0; /* r is gone */
+			continue;
+		}
 		fill(n, r);
+	}
 }

@@ -52,6 +52,9 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m);
 /* Membership changed: take over the rooms this node now relays, and bring
  * the backups of the rooms it relays up to date. */
 void repl_members_changed(struct node *n);
+/* The least seq a push to r may get: a newer relay's seq this node
+ * adopted when the room came back to it (0 if none). */
+uint64_t repl_floor(struct node *n, const struct room *r);
 /* Rooms backed up here (for the stats). */
 size_t repl_replicas(const struct node *n);
 

@@ -11,6 +11,7 @@
 #include "node/ops.h"
 #include "node/peer.h"
 #include "node/repl.h"
+#include "node/streams.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/smap.h"
@@ -416,7 +417,17 @@ static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_
 	if (!pd)
 		return;
 	TAILQ_REMOVE(&r->pends, pd, next);
-	struct conn *c = conns_find_sid(node_conns(n), pd->sid);
+	struct conn *c = pd->sid ? conns_find_sid(node_conns(n), pd->sid) : NULL;
+	if (!pd->sid && m->type != WIRE_OK) {
+		/* A re-attachment the relay refused (it does not have the room
+		 * yet, or any more): try again until the orphan deadline. */
+		struct mirror_meta *mm = meta_of(r, pd->room, 0);
+		if (mm) {
+			mm->relay[0] = '\0';
+			if (!mm->orphan_since)
+				mm->orphan_since = node_now_ms(n);
+		}
+	}
 	if (c && m->type == WIRE_OK) {
 		struct wire_buf *b = node_scratch(n);
 		wire_enc_ok_nil(b, pd->client_rid);
@@ -644,6 +655,13 @@ static struct conn *proxy_for(struct node *n, struct peer *p, uint64_t sid, cons
 	return c;
 }
 
+void route_proxy_gone(struct node *n, struct peer *p, uint64_t sid)
+{
+	struct route *r = node_route(n);
+	struct proxy_key key = {p, sid};
+	free(smap_del(r->proxies, &key, sizeof(key)));
+}
+
 static void proxy_drop(struct node *n, struct peer *p, uint64_t sid)
 {
 	struct route *r = node_route(n);
@@ -818,6 +836,22 @@ static void mirror_lost(struct node *n, struct room *mr, const char *reason)
 	wire_buf_free(&frame);
 }
 
+/* Subscribes a mirror at relay p, resuming after the last seq delivered
+ * here; the answer comes back to on_node_sub_reply (a pend with no
+ * session). */
+static void attach(struct node *n, struct room *mr, struct peer *p)
+{
+	struct route *r = node_route(n);
+	struct pend *pd = calloc(1, sizeof(*pd));
+	if (!pd)
+		return;
+	pd->rid = ++r->next_rid;
+	pd->p = p;
+	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
+	TAILQ_INSERT_TAIL(&r->pends, pd, next);
+	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, room_seq(mr));
+}
+
 /* Points a mirror at its relay as placement now has it: a new relay (or a
  * new link to the same one) is subscribed to again, resuming after the
  * last seq delivered here. */
@@ -839,7 +873,7 @@ static void reattach(struct node *n, struct room *mr, struct mirror_meta *mm)
 	     room_id(mr), relay, (unsigned long long)room_seq(mr));
 	snprintf(mm->relay, sizeof(mm->relay), "%s", relay);
 	mm->orphan_since = 0;
-	node_sub(n, p, room_id(mr), room_sub_count(mr), 0, room_seq(mr) ? room_seq(mr) : 0);
+	attach(n, mr, p);
 }
 
 /* Sends kept requests without a relay again, through ops_dispatch, which
@@ -868,6 +902,46 @@ static void resend(struct node *n)
 			ops_dispatch(n, c, &m, f->frame, f->len);
 		free(f);
 	}
+}
+
+void route_room_moved(struct node *n, struct room *room, struct peer *p, const char *relay)
+{
+	struct route *r = node_route(n);
+	if (room_streams(room))
+		streams_room_closed(n, room);
+	struct room *mr = rooms_find(r->mirrors, room_id(room), ROOM_ID_LEN);
+	if (!mr) {
+		mr = rooms_create_id(r->mirrors, room_id(room), ROOM_ID_LEN, "", 0, node_now_ms(n));
+		if (mr)
+			room_set_marks(mr, ROUTE_MIRROR);
+	}
+	struct mirror_meta *mm = mr ? meta_of(r, room_id(mr), 1) : NULL;
+	if (mm) {
+		snprintf(mm->relay, sizeof(mm->relay), "%s", relay);
+		mm->orphan_since = 0;
+	}
+	if (mr && room_seq(room) > room_seq(mr))
+		room_set_seq(mr, room_seq(room));
+	/* Local subscribers follow the room into the mirror; other nodes'
+	 * subscriptions end here (they re-attach to the new relay). */
+	struct room_sub *s, *next;
+	for (s = room_subs(room); s; s = next) {
+		next = room_sub_next(s);
+		if (room_sub_is_peer(s)) {
+			room_unsubscribe(s);
+			continue;
+		}
+		struct conn *c = room_sub_who(s);
+		if (mr && conn_subscribe(c, mr) == 0) {
+			struct room_sub *ns = conn_find_sub(c, mr);
+			room_sub_set_identity(ns, conn_identity(c), conn_identity_len(c));
+			room_sub_copy_topics(ns, s);
+		}
+		conn_unsubscribe(c, s);
+	}
+	if (mr && room_sub_count(mr))
+		attach(n, mr, p);
+	rooms_destroy(node_rooms(n), room);
 }
 
 void route_took_over(struct node *n, struct room *nr)

@@ -52,12 +52,18 @@ void route_conn_gone(struct node *n, struct conn *c);
 void route_mirror_changed(struct node *n, struct room *mirror);
 /* After a loop turn: acknowledgements due, mirror counts, empty mirrors. */
 void route_flush(struct node *n);
+/* A proxy connection ended (however): forget it. */
+void route_proxy_gone(struct node *n, struct peer *p, uint64_t sid);
 /* A proxy's output: wraps the frame in FWD_REPLY to its node. */
 void route_proxy_send(struct node *n, struct peer *p, uint64_t sid, const uint8_t *frame,
 		      size_t len);
 /* This node took room nr over: its own subscribers of the room's mirror
  * move into it and get the pushes they missed. */
 void route_took_over(struct node *n, struct room *nr);
+/* This node no longer relays room: it went to relay (over p); local
+ * subscribers move into a mirror of it, and the room is dropped here
+ * without ROOM_CLOSED. */
+void route_room_moved(struct node *n, struct room *room, struct peer *p, const char *relay);
 /* Every sweep: mirrors and requests waiting for a relay try again, or give
  * up after a few seconds. */
 void route_sweep(struct node *n);
