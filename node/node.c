@@ -224,28 +224,39 @@ static int is_loopback(const struct sockaddr *sa)
 	return 0;
 }
 
-int node_start(struct node *n, char *why, size_t whylen)
+struct evutil_addrinfo *node_resolve_listen(const char *addr, const char *what, char *why,
+					    size_t whylen)
 {
-	char host[256];
+	char host[256], portstr[8];
 	int port;
-	if (!n->guard && !(n->guard = guard_new(n, why, whylen)))
-		return -1;
-	if (addr_split(n->cfg.listen, "127.0.0.1", host, sizeof(host), &port) < 0) {
-		snprintf(why, whylen, "listen address '%s' is not HOST:PORT", n->cfg.listen);
-		return -1;
+	if (addr_split(addr, "127.0.0.1", host, sizeof(host), &port) < 0) {
+		snprintf(why, whylen, "%s address '%s' is not HOST:PORT", what, addr);
+		return NULL;
 	}
 	struct evutil_addrinfo hints = {0}, *ai = NULL;
-	char portstr[8];
 	snprintf(portstr, sizeof(portstr), "%d", port);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
 	int rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
 	if (rc != 0 || !ai) {
-		snprintf(why, whylen, "cannot resolve listen host '%s': %s", host,
+		snprintf(why, whylen, "cannot resolve %s host '%s': %s", what, host,
 			 evutil_gai_strerror(rc));
-		return -1;
+		return NULL;
 	}
+	return ai;
+}
+
+int node_start(struct node *n, char *why, size_t whylen)
+{
+	char host[256];
+	if (!n->guard && !(n->guard = guard_new(n, why, whylen)))
+		return -1;
+	struct evutil_addrinfo *ai = node_resolve_listen(n->cfg.listen, "listen", why, whylen);
+	if (!ai)
+		return -1;
+	if (addr_split(n->cfg.listen, "127.0.0.1", host, sizeof(host), &(int){0}) < 0)
+		host[0] = '\0';
 	if (!is_loopback(ai->ai_addr) && !n->cfg.insecure && !guard_keys(n->guard)) {
 		snprintf(why, whylen,
 			 "refusing to listen on %s: without trusted keys a node trusts the "

@@ -112,6 +112,11 @@ void node_latency_add(struct node *n, uint64_t ns);
 /* The upper bound of latency bucket i in microseconds; 0 for the last
  * (unbounded) one. */
 uint64_t node_lat_bound_us(size_t i);
+/* Resolves a HOST:PORT to listen on (what names it in errors: "listen",
+ * "stats"). The result is the caller's to evutil_freeaddrinfo; NULL with a
+ * reason on failure. */
+struct evutil_addrinfo *node_resolve_listen(const char *addr, const char *what, char *why,
+					    size_t whylen);
 /* The cluster runtime, or NULL for a single node; the router. */
 struct clus *node_clus(struct node *n);
 struct route *node_route(struct node *n);

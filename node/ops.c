@@ -16,20 +16,6 @@
 
 #define S(f) (f).s.ptr, (f).s.len
 
-/* An identity is 1-128 bytes of UTF-8 with no control characters and no
- * spaces. */
-static int valid_identity(const char *p, size_t len)
-{
-	if (len == 0 || len > WIRE_IDENTITY_MAX || !wire_utf8_ok(p, len))
-		return 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)p[i];
-		if (ch <= 0x20 || ch == 0x7f)
-			return 0;
-	}
-	return 1;
-}
-
 static void reply_ok(struct node *n, struct conn *c, uint64_t rid)
 {
 	struct wire_buf *b = node_scratch(n);
@@ -77,7 +63,7 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 			return;
 		id = cl.identity;
 		idlen = cl.idlen;
-	} else if (!valid_identity(id, idlen)) {
+	} else if (!wire_identity_ok(id, idlen)) {
 		node_counters(n)->auth_failures++;
 		conn_error(c, m->rid, WIRE_E_AUTH,
 			   "identity must be 1-128 bytes of UTF-8 without spaces or control characters");
@@ -166,7 +152,7 @@ static void op_grant(struct node *n, struct conn *c, const struct wire_msg *m, i
 	struct room *r = room_arg(n, c, m);
 	if (!r || !owner_only(c, r, m->rid, grant ? "grant" : "revoke"))
 		return;
-	if (!valid_identity(S(m->f[1]))) {
+	if (!wire_identity_ok(S(m->f[1]))) {
 		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "not a valid identity");
 		return;
 	}

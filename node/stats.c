@@ -488,23 +488,12 @@ static int is_loopback(const struct sockaddr *sa)
 struct stats *stats_new(struct node *n, const char *addr, int insecure, char *why,
 			size_t whylen)
 {
-	char host[256], portstr[8];
-	int port;
-	if (addr_split(addr, "127.0.0.1", host, sizeof(host), &port) < 0) {
-		snprintf(why, whylen, "stats address '%s' is not HOST:PORT", addr);
+	char host[256];
+	struct evutil_addrinfo *ai = node_resolve_listen(addr, "stats", why, whylen);
+	if (!ai)
 		return NULL;
-	}
-	struct evutil_addrinfo hints = {0}, *ai = NULL;
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
-	int rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
-	if (rc != 0 || !ai) {
-		snprintf(why, whylen, "cannot resolve stats host '%s': %s", host,
-			 evutil_gai_strerror(rc));
-		return NULL;
-	}
+	if (addr_split(addr, "127.0.0.1", host, sizeof(host), &(int){0}) < 0)
+		host[0] = '\0';
 	int loopback = is_loopback(ai->ai_addr);
 	if (!loopback && !insecure) {
 		snprintf(why, whylen,

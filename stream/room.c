@@ -221,6 +221,20 @@ const char *room_owner(const struct room *r)
 	return r->owner;
 }
 
+/* Appends a copy of s[0..len) to a list sized exactly (grant and topic
+ * lists are short and change rarely). 0, or -1 on no memory. */
+static int strlist_add(char ***list, size_t *n, const char *s, size_t len)
+{
+	char **v = realloc(*list, (*n + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	*list = v;
+	if (!(v[*n] = strndup(s, len)))
+		return -1;
+	(*n)++;
+	return 0;
+}
+
 static int same(const char *a, const char *b, size_t blen)
 {
 	return strlen(a) == blen && memcmp(a, b, blen) == 0;
@@ -250,15 +264,7 @@ int room_grant(struct room *r, const char *identity, size_t len)
 		return 0;
 	if (r->ngrants >= r->max_grants)
 		return -1;
-	/* grants is sized exactly: grant lists are short and change rarely */
-	char **g = realloc(r->grants, (r->ngrants + 1) * sizeof(*g));
-	if (!g)
-		return -2;
-	r->grants = g;
-	if (!(g[r->ngrants] = strndup(identity, len)))
-		return -2;
-	r->ngrants++;
-	return 0;
+	return strlist_add(&r->grants, &r->ngrants, identity, len) < 0 ? -2 : 0;
 }
 
 void room_revoke(struct room *r, const char *identity, size_t len)
@@ -393,14 +399,7 @@ int room_sub_add_topic(struct room_sub *s, const char *topic, size_t len, size_t
 {
 	if (s->ntopics >= max)
 		return -1;
-	char **t = realloc(s->topics, (s->ntopics + 1) * sizeof(*t));
-	if (!t)
-		return -1;
-	s->topics = t;
-	if (!(t[s->ntopics] = strndup(topic, len)))
-		return -1;
-	s->ntopics++;
-	return 0;
+	return strlist_add(&s->topics, &s->ntopics, topic, len);
 }
 
 void room_sub_set_peer(struct room_sub *s, uint64_t weight)

@@ -37,19 +37,7 @@ const char *token_err_name(int err)
 	return "unknown";
 }
 
-/* The identity rule of docs/protocol.md: 1-128 bytes of UTF-8, no byte at
- * or below 0x20 and no 0x7f. */
-static int identity_ok(const char *p, size_t len)
-{
-	if (len == 0 || len > TOKEN_IDENTITY_MAX || !wire_utf8_ok(p, len))
-		return 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)p[i];
-		if (ch <= 0x20 || ch == 0x7f)
-			return 0;
-	}
-	return 1;
-}
+_Static_assert(TOKEN_IDENTITY_MAX == WIRE_IDENTITY_MAX, "one identity rule");
 
 static int id_char(unsigned char ch)
 {
@@ -177,7 +165,7 @@ static int claims_obj(const msgpack_object *root, struct token_claims *out, cons
 				return -1;
 			}
 			if (v->type != MSGPACK_OBJECT_STR ||
-			    !identity_ok(v->via.str.ptr, v->via.str.size)) {
+			    !wire_identity_ok(v->via.str.ptr, v->via.str.size)) {
 				*why = "claims: identity breaks the identity rule";
 				return -1;
 			}
@@ -383,7 +371,7 @@ int token_sign(const struct token_claims *c, const uint8_t seed[TOKEN_SEED_BYTES
 	       size_t cap, size_t *len)
 {
 	const struct token_grants *g = &c->grants;
-	if (!identity_ok(c->identity, c->idlen) || c->exp <= c->iat ||
+	if (!wire_identity_ok(c->identity, c->idlen) || c->exp <= c->iat ||
 	    g->nsub > TOKEN_PATTERNS_MAX || g->npush > TOKEN_PATTERNS_MAX)
 		return -1;
 	for (unsigned i = 0; i < g->nsub + g->npush; i++) {

@@ -290,6 +290,18 @@ int wire_utf8_ok(const char *s, size_t len)
 	return 1;
 }
 
+int wire_identity_ok(const char *p, size_t len)
+{
+	if (len == 0 || len > WIRE_IDENTITY_MAX || !wire_utf8_ok(p, len))
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch <= 0x20 || ch == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
 static enum wire_status bad(struct wire_dec *d, int err, const char *why)
 {
 	d->err = err;

@@ -162,6 +162,10 @@ int wire_dec_error(const struct wire_dec *d, const char **why);
  * Returns 0 or -1 with *why set. Exposed for tests and fuzzing. */
 int wire_check(const uint8_t *body, size_t len, int max_depth, const char **why);
 
+/* The identity rule: 1-WIRE_IDENTITY_MAX bytes of UTF-8, no byte at or
+ * below 0x20 (no spaces, no control characters) and no 0x7f. */
+int wire_identity_ok(const char *p, size_t len);
+
 /* Whether p[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
 int wire_utf8_ok(const char *p, size_t len);
 
