@@ -74,6 +74,14 @@ static const struct cfg_opt opts[] = {
 	 "this node's unique name (default: its cluster address)"},
 	{"cluster", "replicas", T_COUNT, F(replicas), 0, "N",
 	 "nodes per room: its relay and replicas - 1 ordered backups"},
+	{"cluster", "probe_interval", T_SECS, F(probe_interval_ms), 0, "SECONDS",
+	 "membership: one probe per period"},
+	{"cluster", "probe_timeout", T_SECS, F(probe_timeout_ms), 0, "SECONDS",
+	 "membership: a direct probe's ack deadline, then indirect probes"},
+	{"cluster", "suspicion_timeout", T_SECS, F(suspicion_ms), 0, "SECONDS",
+	 "membership: a suspect member is declared dead after this"},
+	{"cluster", "sync_interval", T_SECS, F(sync_interval_ms), 0, "SECONDS",
+	 "membership: full state exchange with one member"},
 	/* Tokens (docs/protocol.md "Tokens"): the file is re-read on every
 	 * SIGHUP; a new path needs a restart. */
 	{"auth", "trusted_keys", T_STR, F(trusted_keys), 0, "FILE",
@@ -107,6 +115,11 @@ void cfg_defaults(struct cfg *c)
 	c->max_in_rate = 1u << 30;
 	c->max_hello_failures = 60;
 	c->replicas = 3;
+	/* LAN defaults (cluster/memb.h): a crash is seen within 3 s on 10 nodes. */
+	c->probe_interval_ms = 200;
+	c->probe_timeout_ms = 80;
+	c->suspicion_ms = 1000;
+	c->sync_interval_ms = 2000;
 }
 
 int cfg_check(const struct cfg *c, char *why, size_t whylen)
@@ -128,6 +141,13 @@ int cfg_check(const struct cfg *c, char *why, size_t whylen)
 		if (!c->cluster_key[0]) {
 			snprintf(why, whylen, "a cluster needs cluster_key (make one with "
 					      "'vroom cluster keygen FILE')");
+			return -1;
+		}
+		if (c->probe_timeout_ms < 10 || c->probe_timeout_ms >= c->probe_interval_ms ||
+		    c->suspicion_ms < c->probe_interval_ms || c->sync_interval_ms < 100) {
+			snprintf(why, whylen, "membership timers: probe_timeout (at least 10 ms) must "
+					      "be under probe_interval, suspicion_timeout at least "
+					      "probe_interval, sync_interval at least 100 ms");
 			return -1;
 		}
 		if (c->replicas < 1 || c->replicas > 16) {

@@ -45,6 +45,10 @@ struct cfg {
 	char cluster_key[512];	   /* path of the cluster key */
 	char node_name[65];	   /* unique name; "" = the cluster address */
 	size_t replicas;	   /* relay + backups per room */
+	uint64_t probe_interval_ms; /* membership: one probe per period */
+	uint64_t probe_timeout_ms;  /* membership: direct ack deadline */
+	uint64_t suspicion_ms;	    /* membership: suspect -> dead */
+	uint64_t sync_interval_ms;  /* membership: full state exchange */
 	/* tokens and abuse limits (docs/protocol.md "Tokens", "Limits") */
 	char trusted_keys[512];	       /* issuer public keys file; "" = none: loopback only */
 	size_t max_rooms;	       /* rooms on the node */

@@ -400,6 +400,12 @@ struct clus *clus_new(struct node *n, const struct clus_cfg *cc, char *why, size
 
 	struct memb_cfg mc;
 	memb_cfg_defaults(&mc);
+	if (cc->probe_interval_ms) {
+		mc.probe_interval_ms = cc->probe_interval_ms;
+		mc.probe_timeout_ms = cc->probe_timeout_ms;
+		mc.suspicion_ms = cc->suspicion_ms;
+		mc.sync_interval_ms = cc->sync_interval_ms;
+	}
 	static const struct memb_ops mops = {on_send, on_change};
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);

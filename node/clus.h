@@ -26,6 +26,7 @@ struct clus_cfg {
 	const char *name;	 /* this node's name (NULL: the cluster address) */
 	const char *client_addr; /* where clients reach this node */
 	unsigned replicas;	 /* relay + backups */
+	uint64_t probe_interval_ms, probe_timeout_ms, suspicion_ms, sync_interval_ms;
 };
 
 /* Joins (or founds) the cluster. NULL with a reason on failure. */

@@ -303,6 +303,10 @@ int node_start(struct node *n, char *why, size_t whylen)
 			.name = n->cfg.node_name,
 			.client_addr = n->addr,
 			.replicas = (unsigned)n->cfg.replicas,
+			.probe_interval_ms = n->cfg.probe_interval_ms,
+			.probe_timeout_ms = n->cfg.probe_timeout_ms,
+			.suspicion_ms = n->cfg.suspicion_ms,
+			.sync_interval_ms = n->cfg.sync_interval_ms,
 		};
 		if (!(n->clus = clus_new(n, &cc, why, whylen)))
 			return -1;
