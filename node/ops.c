@@ -355,15 +355,23 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	memcpy(blob_data(frame) + b->len + data->len, trailer, sizeof(trailer));
 
 	struct room_sub *s, *next;
+	uint64_t delivered = 0;
 	for (s = room_subs(r); s; s = next) {
 		next = room_sub_next(s); /* a slow consumer is dropped below */
 		if (room_sub_who(s) == c)
 			continue;
-		if (node_send_blob(n, s, frame) == 0) {
-			k->deliveries++;
-			k->delivered_bytes += data->len;
-			node_latency_add(n, node_mono_ns() - node_read_ns(n));
-		}
+		if (node_send_blob(n, s, frame) == 0)
+			delivered++;
+	}
+	/* One clock reading for the whole fan-out (one per delivery took a
+	 * tenth of the node's time with small pushes): each delivery counts
+	 * the time to the last hand-off. */
+	if (delivered) {
+		uint64_t lat = node_mono_ns() - node_read_ns(n);
+		k->deliveries += delivered;
+		k->delivered_bytes += delivered * data->len;
+		for (uint64_t i = 0; i < delivered; i++)
+			node_latency_add(n, lat);
 	}
 	repl_push(n, r, seq, conn_sid(c), m->rid, frame);
 	blob_unref(frame);

@@ -59,3 +59,8 @@ void blob_on_release(struct blob *b, void (*fn)(void *arg, size_t tag), void *ar
 	b->arg = arg;
 	b->tag = tag;
 }
+
+int blob_has_release(const struct blob *b)
+{
+	return b->release != NULL;
+}

@@ -24,6 +24,9 @@ struct blob *blob_ref(struct blob *b);
  * bytes are freed: the byte-stream window learns this way that every
  * receiver's output has let go of a chunk (tag: its payload length). */
 void blob_on_release(struct blob *b, void (*fn)(void *arg, size_t tag), void *arg, size_t tag);
+/* Whether blob_on_release was called: such a blob's release is a signal,
+ * so a receiver must hold a reference until its bytes are out, not copy. */
+int blob_has_release(const struct blob *b);
 /* Drops one reference; frees on the last. blob_unref(NULL) is a no-op. */
 void blob_unref(struct blob *b);
 
