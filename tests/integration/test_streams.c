@@ -39,7 +39,7 @@
 #include "spawn.h"
 
 #define WAIT_MS	    10000 /* the most an ordinary wait may take */
-#define BIG_WAIT_MS 60000 /* the most a bulk transfer may take */
+#define BIG_WAIT_MS 120000 /* the most a bulk transfer may take (ASan, a busy machine) */
 #define KiB	    1024u
 #define MiB	    (1024u * 1024u)
 #define GiB	    (1024ull * 1024u * 1024u)
