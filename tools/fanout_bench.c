@@ -996,7 +996,8 @@ int main(int argc, char **argv)
 				b.rx1 += b.subs[i].rx;
 				b.bytes1 += b.subs[i].rx_bytes;
 			}
-			drain_end = t + 5 * (int64_t)1000000000;
+			/* Long enough on a loaded machine: a loss means a drop. */
+			drain_end = t + 15 * (int64_t)1000000000;
 		}
 		if (b.stopping && (min_rx(&b) >= b.sent || t >= drain_end))
 			break;

@@ -161,6 +161,7 @@ VERS="$TMP/versions"
 	echo "nats-server $(dpkg-query -W -f='${Version}' nats-server)"
 	echo "mosquitto $(dpkg-query -W -f='${Version}' mosquitto)"
 	echo "machine $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+	echo "load_start $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$VERS"
 
 for s in $SERVERS; do
@@ -209,15 +210,19 @@ if [[ " $SERVERS " == *" vroom "* ]]; then
 	done
 
 	# ---- memory per idle connection, and 10,000 subscribers on one room ----
-	# A fresh node so that nothing else is in its heap.
-	mport=$(free_port)
-	taskset -c 0 "$ROOT/$BUILD/node/vroomd" --listen "127.0.0.1:$mport" --max-in-rate 0 \
-		--max-conns 20000 --log-level warn 2>"$TMP/vroomd-mem.log" &
-	mpid=$!
-	PIDS+=($mpid)
-	wait_port "$mport" "$mpid"
+	# A fresh node each time, so that nothing else is in its heap.
 	rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+	fresh_node() {
+		mport=$(free_port)
+		taskset -c 0 "$ROOT/$BUILD/node/vroomd" --listen "127.0.0.1:$mport" --max-in-rate 0 \
+			--max-conns 20000 --log-level warn 2>"$TMP/vroomd-mem.log" &
+		mpid=$!
+		PIDS+=($mpid)
+		wait_port "$mport" "$mpid"
+		sleep 0.2
+	}
 	for rep in $(seq 1 "$REPS"); do
+		fresh_node
 		before=$(rss $mpid)
 		taskset -c 1 "$BENCH" --proto vroom --port "$mport" --idle "$IDLE_CONNS" --hold 3 \
 			>"$TMP/idle.out" 2>"$TMP/idle.err" &
@@ -230,9 +235,11 @@ if [[ " $SERVERS " == *" vroom "* ]]; then
 		during=$(rss $mpid)
 		wait $ipid || true
 		echo "M rep=$rep server=vroom conns=$IDLE_CONNS rss_before_kb=$before rss_kb=$during per_conn_b=$(( (during - before) * 1024 / IDLE_CONNS ))" >>"$RES"
-		log "M rep=$rep $(tail -1 "$RES")"
-		sleep 1
+		log "$(tail -1 "$RES")"
+		kill $mpid
+		wait $mpid 2>/dev/null || true
 	done
+	fresh_node
 	PORT[vroom10k]=$mport
 	for rep in $(seq 1 "$REPS"); do
 		out=$(taskset -c 1 "$BENCH" --proto vroom --port "$mport" --subs 10000 --size 1024 \
@@ -243,6 +250,7 @@ if [[ " $SERVERS " == *" vroom "* ]]; then
 	done
 fi
 ELAPSED=$(($(date +%s) - START))
+echo "load_end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$VERS"
 
 # ---- tables ----
 STREAM_BYTES=$STREAM_BYTES python3 - "$RES" "$VERS" "$ELAPSED" "$REPS" "$SECS" "$SIZES" "$SUBS" "$SERVERS" >"$TMP/section.md" <<'EOF'
@@ -288,7 +296,10 @@ def get(kind, server, **match):
 v = dict(l.rstrip("\n").split(" ", 1) for l in open(vers))
 print("## Fan-out side by side (%s)" % datetime.date.today().isoformat())
 print()
-print("Written by `bash tools/fanout_compare.sh` in one run of %s s; do not edit by hand." % elapsed)
+print("Written by `bash tools/fanout_compare.sh` in one run of %s s; do not edit by hand. "
+      "Load average (1, 5, 15 min) at the start: %s; at the end: %s (the machine is shared: "
+      "other work ran beside this run, so read the spreads)." % (elapsed, v.get("load_start", "?"),
+                                                                 v.get("load_end", "?")))
 print("Machine: %s. Versions: vroomd %s, redis-server %s, nats-server %s (GOMAXPROCS=1), "
       "mosquitto %s (MQTT 3.1.1, QoS 0); ceiling = `tools/ceiling_relay`, which copies the "
       "publisher's bytes verbatim to every subscriber." % (v["machine"], v["vroomd"], v["redis-server"],
@@ -296,7 +307,7 @@ print("Machine: %s. Versions: vroomd %s, redis-server %s, nats-server %s (GOMAXP
 print()
 print("Each server on CPU 0, `tools/fanout_bench` (one thread, epoll, one adapter per protocol) on "
       "CPU 1, loopback. One publisher, N subscribers, one channel; throughput cells: %s s measured "
-      "after 0.5 s of warm-up, at most ~2 MiB (8-2048 messages) in flight past the slowest "
+      "after 0.5 s of warm-up (then up to 15 s to drain: a loss is a message never delivered), at most ~2 MiB (8-2048 messages) in flight past the slowest "
       "subscriber. Every cell %s times, servers interleaved; the figure is the median, the spread "
       "(min-max) in parentheses. vroomd runs with `--max-in-rate 0` (its default 128 MiB/s per "
       "connection would cap the publisher; no peer has such a limit), mosquitto with "
