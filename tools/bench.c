@@ -8,6 +8,11 @@
  * fills its own buffers nor drives its subscribers into the node's
  * slow-consumer limit. It reports pushes/s, deliveries/s, payload MB/s summed over the
  * subscribers, and losses (deliveries missing or out of order).
+ *
+ * In a cluster, --pub-server and --sub-servers put the publisher and the
+ * subscribers (round robin over the list) on different nodes, and --relay
+ * NAME makes rooms until one is relayed by that node (PLACE), so that the
+ * path a push takes is known.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -22,6 +27,11 @@
 struct bench {
 	struct event_base *base;
 	const char *server;
+	const char *pub_server; /* NULL: server */
+	char **sub_servers;	/* round robin; NULL: server */
+	int nsub_servers;
+	const char *relay;	/* make rooms until this node relays one */
+	int tries;
 	int nsubs;
 	size_t size;
 	long count, window;
@@ -36,6 +46,7 @@ struct bench {
 	struct vroom_writer *writer;
 	uint64_t written;
 	int streams_ok, streams_bad;
+	int writer_done; /* the close's OK (in a cluster it may follow the receivers' ends) */
 	unsigned char *payload;
 	double t0, t_end;
 };
@@ -125,8 +136,12 @@ static void stream_pump(struct vroom_writer *w, void *arg)
 
 static void stream_done(struct vroom_writer *w, const struct vroom_error *e, void *arg)
 {
+	struct bench *b = arg;
+	b->writer_done = 1;
 	if (e)
-		fail(arg, e, "stream");
+		fail(b, e, "stream");
+	else if (b->streams_ok + b->streams_bad == b->nsubs)
+		event_base_loopbreak(b->base);
 }
 
 static void stream_end(struct vroom_reader *r, const struct vroom_stream_end *e, void *arg)
@@ -138,7 +153,8 @@ static void stream_end(struct vroom_reader *r, const struct vroom_stream_end *e,
 		b->streams_bad++;
 	if (b->streams_ok + b->streams_bad == b->nsubs) {
 		b->t_end = now_s();
-		event_base_loopbreak(b->base);
+		if (b->writer_done)
+			event_base_loopbreak(b->base);
 	}
 }
 
@@ -173,6 +189,41 @@ static void on_subscribed(struct vroom *v, const struct vroom_result *r, void *a
 	stream_pump(b->writer, b);
 }
 
+static void subscribe_all(struct bench *b)
+{
+	struct vroom_error e;
+	for (int i = 0; i < b->nsubs; i++)
+		if (vroom_subscribe_async(b->subs[i], b->room, on_subscribed, b, &e) < 0)
+			fail(b, &e, "subscribe");
+}
+
+static void on_created(struct vroom *v, const struct vroom_result *r, void *arg);
+
+static void on_placed(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct bench *b = arg;
+	struct vroom_error e;
+	if (r->err) {
+		fail(b, r->err, "place");
+		return;
+	}
+	if (strcmp(r->place->relay, b->relay) == 0) {
+		fprintf(stderr, "vroom-bench: room %s, relay %s (%d rooms made before it)\n", b->room,
+			r->place->relay, b->tries);
+		subscribe_all(b);
+		return;
+	}
+	if (++b->tries >= 1000) {
+		fprintf(stderr, "vroom-bench: no room relayed by %s in 1000 tries\n", b->relay);
+		b->failed = 1;
+		event_base_loopbreak(b->base);
+		return;
+	}
+	if (vroom_remove_async(b->pub, b->room, NULL, NULL, &e) < 0 ||
+	    vroom_create_async(b->pub, on_created, b, &e) < 0)
+		fail(b, &e, "create");
+}
+
 static void on_created(struct vroom *v, const struct vroom_result *r, void *arg)
 {
 	struct bench *b = arg;
@@ -182,9 +233,24 @@ static void on_created(struct vroom *v, const struct vroom_result *r, void *arg)
 		return;
 	}
 	snprintf(b->room, sizeof(b->room), "%s", r->room);
-	for (int i = 0; i < b->nsubs; i++)
-		if (vroom_subscribe_async(b->subs[i], b->room, on_subscribed, b, &e) < 0)
-			fail(b, &e, "subscribe");
+	if (!b->relay)
+		subscribe_all(b);
+	else if (vroom_place_async(b->pub, b->room, on_placed, b, &e) < 0)
+		fail(b, &e, "place");
+}
+
+/* Splits a comma-separated list in place. */
+static int split_list(char *s, char ***out)
+{
+	int n = 1;
+	for (char *p = s; *p; p++)
+		n += *p == ',';
+	char **v = calloc((size_t)n, sizeof(*v));
+	int k = 0;
+	for (char *save = NULL, *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		v[k++] = t;
+	*out = v;
+	return k;
 }
 
 static void on_connected(struct vroom *v, const struct vroom_result *r, void *arg)
@@ -210,7 +276,9 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vroom-bench [-s HOST:PORT] [--subs N] [--size BYTES] [--count N]\n"
-		   "                   [--window N] [--max-seconds S] [--stream BYTES]\n");
+		   "                   [--window N] [--max-seconds S] [--stream BYTES]\n"
+		   "                   [--pub-server HOST:PORT] [--sub-servers HOST:PORT,...]\n"
+		   "                   [--relay NODE]\n");
 }
 
 int main(int argc, char **argv)
@@ -220,6 +288,9 @@ int main(int argc, char **argv)
 		{"size", required_argument, 0, 'z'},   {"count", required_argument, 0, 'c'},
 		{"window", required_argument, 0, 'w'}, {"max-seconds", required_argument, 0, 't'},
 		{"stream", required_argument, 0, 'S'},
+		{"pub-server", required_argument, 0, 'P'},
+		{"sub-servers", required_argument, 0, 'B'},
+		{"relay", required_argument, 0, 'R'},
 		{"help", no_argument, 0, 'h'},	       {0, 0, 0, 0},
 	};
 	struct bench b = {.server = VROOM_DEFAULT_SERVER, .nsubs = 10, .size = 1024,
@@ -234,11 +305,15 @@ int main(int argc, char **argv)
 		case 'w': b.window = atol(optarg); break;
 		case 't': b.max_seconds = atof(optarg); break;
 		case 'S': b.stream_bytes = strtoull(optarg, NULL, 10); break;
+		case 'P': b.pub_server = optarg; break;
+		case 'B': b.nsub_servers = split_list(optarg, &b.sub_servers); break;
+		case 'R': b.relay = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (b.nsubs < 1 || b.count < 1 || b.window < 1 || b.max_seconds <= 0) {
+	if (b.nsubs < 1 || b.count < 1 || b.window < 1 || b.max_seconds <= 0 ||
+	    (b.sub_servers && b.nsub_servers < 1)) {
 		usage(stderr);
 		return 2;
 	}
@@ -255,13 +330,15 @@ int main(int argc, char **argv)
 	struct vroom_handlers h = {.push = on_push};
 	struct vroom_error e;
 	b.pub = vroom_new(b.base, NULL, &b);
-	if (vroom_connect(b.pub, b.server, "bench-pub", on_connected, &b, &e) < 0)
+	if (vroom_connect(b.pub, b.pub_server ? b.pub_server : b.server, "bench-pub", on_connected,
+			  &b, &e) < 0)
 		return fail(&b, &e, "connect"), 1;
 	for (int i = 0; i < b.nsubs; i++) {
 		char id[32];
 		snprintf(id, sizeof(id), "bench-sub-%d", i);
 		b.subs[i] = vroom_new(b.base, &h, &b);
-		if (vroom_connect(b.subs[i], b.server, id, on_connected, &b, &e) < 0)
+		const char *at = b.sub_servers ? b.sub_servers[i % b.nsub_servers] : b.server;
+		if (vroom_connect(b.subs[i], at, id, on_connected, &b, &e) < 0)
 			return fail(&b, &e, "connect"), 1;
 		if (b.stream_bytes && vroom_set_stream_handler(b.subs[i], NULL, stream_handler, &b, &e) < 0)
 			return fail(&b, &e, "handler"), 1;
@@ -297,6 +374,7 @@ int main(int argc, char **argv)
 	free(b.subs);
 	free(b.last_seq);
 	free(b.payload);
+	free(b.sub_servers);
 	if (b.stream_bytes)
 		return b.failed || b.streams_ok != b.nsubs ? 1 : 0;
 	return b.failed || b.delivered != expected || b.disorder ? 1 : 0;
