@@ -27,6 +27,7 @@
 #define TICK_MS	      50
 #define JOIN_RETRY_MS 500
 #define LINK_MAX_PENDING (256u << 20)
+#define LINKS_IN_MAX	 (2 * MEMB_MAX) /* inbound links; each must say PEER_HELLO within 5 s */
 
 struct link {
 	struct peer *p;
@@ -283,6 +284,19 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 			 ntohs(((struct sockaddr_in *)sa)->sin_port));
 	} else {
 		snprintf(from, sizeof(from), "?");
+	}
+	/* Links are a few per member: a flood of connections to the cluster
+	 * port is refused rather than allowed to use up descriptors. */
+	size_t inbound = 0;
+	struct link *l;
+	TAILQ_FOREACH(l, &c->links, next)
+		inbound += !peer_outgoing(l->p);
+	if (inbound >= LINKS_IN_MAX) {
+		c->bad_links++;
+		vlog(node_log(c->node), LOG_WARN, "refused a link from %s: %zu inbound links", from,
+		     inbound);
+		evutil_closesocket(fd);
+		return;
 	}
 	struct peer *p = peer_accept(node_base(c->node), fd, from, &c->pcfg, &peer_ops, c);
 	if (p)

@@ -45,6 +45,7 @@ static const char *state_names[] = {"hello", "ready", "closing", "dead"};
 struct rstream {
 	char id[WIRE_STREAM_ID_MAX + 1];
 	struct peer *p;
+	uint64_t open_rid;  /* the OPEN's rid: an error to it means refused */
 	uint64_t close_rid; /* 0 until its CLOSE is forwarded */
 };
 
@@ -521,7 +522,7 @@ size_t conn_peers_used(const struct conn *c, struct peer *const **list)
 	return c->nused;
 }
 
-int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p)
+int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p, uint64_t rid)
 {
 	if (c->nrstreams + c->nstreams >= node_cfg(c->node)->max_streams || len > WIRE_STREAM_ID_MAX)
 		return -1;
@@ -532,6 +533,7 @@ int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p)
 	memcpy(v[c->nrstreams].id, id, len);
 	v[c->nrstreams].id[len] = '\0';
 	v[c->nrstreams].p = p;
+	v[c->nrstreams].open_rid = rid;
 	v[c->nrstreams].close_rid = 0;
 	c->nrstreams++;
 	return 0;
@@ -556,6 +558,16 @@ void conn_rstream_closing(struct conn *c, const char *id, size_t len, uint64_t r
 	long i = rstream_index(c, id, len);
 	if (i >= 0)
 		c->rstreams[i].close_rid = rid ? rid : 1;
+}
+
+void conn_rstream_refused(struct conn *c, uint64_t rid)
+{
+	for (size_t i = 0; i < c->nrstreams; i++) {
+		if (rid && c->rstreams[i].open_rid == rid) {
+			c->rstreams[i] = c->rstreams[--c->nrstreams];
+			return;
+		}
+	}
 }
 
 void conn_rstream_done(struct conn *c, const char *id, size_t len, uint64_t rid)

@@ -60,7 +60,9 @@ struct peer *conn_proxy_peer(const struct conn *c);
 int conn_note_peer(struct conn *c, struct peer *p);
 size_t conn_peers_used(const struct conn *c, struct peer *const **list);
 /* Streams this local client sends through another node's relay. */
-int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p);
+int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p, uint64_t rid);
+/* The relay refused the OPEN with this rid: forget its stream. */
+void conn_rstream_refused(struct conn *c, uint64_t rid);
 struct peer *conn_rstream(const struct conn *c, const char *id, size_t len);
 void conn_rstream_closing(struct conn *c, const char *id, size_t len, uint64_t rid);
 /* Forgets a remote stream: by id, or (id NULL) the one whose close had rid. */

@@ -36,6 +36,7 @@ struct peer {
 	struct wire_dec *dec;
 	uint64_t bad;
 	int busy; /* inside our own callbacks */
+	struct event *deadline; /* the handshake must be done by then */
 };
 
 static void fail(struct peer *p, const char *why)
@@ -111,6 +112,7 @@ static void on_hello(struct peer *p, const struct wire_msg *m)
 	memcpy(p->name, m->f[0].s.ptr, m->f[0].s.len);
 	p->name[m->f[0].s.len] = '\0';
 	p->ready = 1;
+	event_del(p->deadline);
 	/* Flush what waited for the handshake, one frame per message. */
 	size_t qlen;
 	while (!p->gone && (qlen = evbuffer_get_length(p->queue)) >= WIRE_HDR) {
@@ -226,6 +228,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct peer *p = arg;
+	if (!p->ready) {
+		p->bad++;
+		fail(p, "no handshake within 5 s");
+	}
+}
+
 static struct peer *peer_new(struct event_base *base, evutil_socket_t fd, const char *addr,
 			     const struct peer_cfg *cfg, const struct peer_ops *ops, void *arg)
 {
@@ -240,7 +251,8 @@ static struct peer *peer_new(struct event_base *base, evutil_socket_t fd, const 
 	p->queue = evbuffer_new();
 	p->in = evbuffer_new();
 	p->dec = wire_dec_new(cfg->frame_max);
-	if (!p->bev || !p->queue || !p->in || !p->dec) {
+	p->deadline = evtimer_new(base, on_deadline, p);
+	if (!p->bev || !p->queue || !p->in || !p->dec || !p->deadline) {
 		if (!p->bev && fd >= 0)
 			evutil_closesocket(fd);
 		peer_free(p);
@@ -248,6 +260,8 @@ static struct peer *peer_new(struct event_base *base, evutil_socket_t fd, const 
 	}
 	bufferevent_setcb(p->bev, on_read, NULL, on_event, p);
 	bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+	struct timeval tv = {5, 0};
+	evtimer_add(p->deadline, &tv);
 	/* Our direction's header goes first; it is also the challenge the
 	 * other side must echo. */
 	crypto_secretstream_xchacha20poly1305_init_push(&p->tx, p->my_hdr, cfg->key);
@@ -286,6 +300,8 @@ void peer_free(struct peer *p)
 {
 	if (!p)
 		return;
+	if (p->deadline)
+		event_free(p->deadline);
 	if (p->bev)
 		bufferevent_free(p->bev);
 	if (p->queue)

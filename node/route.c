@@ -343,7 +343,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 	case WIRE_STREAM_OPEN:
 		if (!(p = clus_route(cl, S(m->f[0]))))
 			return 0;
-		if (m->type == WIRE_STREAM_OPEN && conn_rstream_add(c, S(m->f[1]), p) < 0) {
+		if (m->type == WIRE_STREAM_OPEN && conn_rstream_add(c, S(m->f[1]), p, m->rid) < 0) {
 			node_counters(n)->limits_hit++;
 			conn_error(c, m->rid, WIRE_E_LIMIT,
 				   "too many open streams on this connection (max_streams)");
@@ -357,11 +357,19 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 			return 0;
 		mirror_subscribe(n, c, m, p);
 		return 1;
-	case WIRE_UNSUBSCRIBE:
-		if (!clus_route(cl, S(m->f[0])) && !rooms_find(node_route(n)->mirrors, S(m->f[0])))
+	case WIRE_UNSUBSCRIBE: {
+		struct room *mr = rooms_find(node_route(n)->mirrors, S(m->f[0]));
+		if (mr && conn_find_sub(c, mr)) {
+			mirror_unsubscribe(n, c, m);
+			return 1;
+		}
+		/* Not subscribed here: the relay says whether the room exists. */
+		if (!(p = clus_route(cl, S(m->f[0]))))
 			return 0;
-		mirror_unsubscribe(n, c, m);
+		if (forward(n, p, c, raw, len) < 0)
+			fail_unreachable(c, m->rid);
 		return 1;
+	}
 	case WIRE_STREAM_CHUNK:
 	case WIRE_STREAM_CLOSE:
 	case WIRE_STREAM_ABORT:
@@ -395,6 +403,8 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 			conn_rstream_done(c, S(in.f[0]), 0);
 		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) && in.rid) {
 			conn_rstream_done(c, NULL, 0, in.rid);
+			if (in.type == WIRE_ERROR)
+				conn_rstream_refused(c, in.rid);
 			struct fwd *fw;
 			TAILQ_FOREACH(fw, &r->fwds, next)
 				if (fw->sid == conn_sid(c) && fw->rid == in.rid)

@@ -709,6 +709,18 @@ def case_errors_across_nodes():
         bob.error(E_UNKNOWN_ROOM, type_, ghost, *fields)
     v = bob.reply(bob.send(STREAM_OPEN, ghost, "s-ghost", "", "", "", None, {}, [], 0))
     check(v[0] == ERROR and v[2] == E_UNKNOWN_ROOM, "STREAM_OPEN in an unknown room: %s" % v)
+    # UNSUBSCRIBE from a room that does not exist: the relay says so.
+    bob.error(E_UNKNOWN_ROOM, UNSUBSCRIBE, ghost)
+    # Refused opens leave nothing behind on bob's node: more refusals than
+    # max_streams (64), then, once granted, an open still succeeds.
+    for i in range(70):
+        v = bob.reply(bob.send(STREAM_OPEN, room, "s-refused-%d" % i, "", "", "", None, {}, [], 0))
+        check(v[0] == ERROR and v[2] == E_FORBIDDEN, "refused open %d: %s" % (i, v))
+    owner.ok(GRANT, room, "bob")
+    v = bob.reply(bob.send(STREAM_OPEN, room, "s-after-refusals", "", "", "", None, {}, [], 0))
+    check(v[0] == OK, "an open after 70 refused ones: %s" % brief([v]))
+    bob.ok(STREAM_ABORT, "s-after-refusals", "done")
+    owner.ok(REVOKE, room, "bob")
     # The failed subscription left nothing behind: pushes to a real room
     # still reach bob only through his real subscription.
     bob.ok(SUBSCRIBE, room)
@@ -942,6 +954,21 @@ def case_bad_packets():
         time.sleep(0.05)
     check(metric(n1, "vroom_cluster_bad_links_total") == bl0 + 3,
           "bad links counted: %s, expected 3" % (metric(n1, "vroom_cluster_bad_links_total") - bl0))
+    # A connection that never says anything is dropped after the 5 s
+    # handshake deadline, and counted.
+    bl1 = metric(n1, "vroom_cluster_bad_links_total")
+    host, port = n1.caddr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    t0 = time.monotonic()
+    try:
+        while s.recv(4096):
+            pass  # the node's stream header, then EOF
+    except (ConnectionResetError, socket.timeout):
+        pass
+    waited = time.monotonic() - t0
+    s.close()
+    check(4.0 <= waited <= 9.0, "a silent link was dropped after %.1f s, not about 5" % waited)
+    check(metric(n1, "vroom_cluster_bad_links_total") == bl1 + 1, "the silent link was not counted")
     for n in na:
         check(incarnations(n) == views0[n.cname], "%s's view changed after the links" % n.cname)
     check(n1.alive(), "n1 died")
