@@ -29,6 +29,8 @@
 struct fwd {
 	struct peer *p;
 	uint64_t sid, rid, since;
+	int resend; /* may go again to a new relay (else: answered unreachable) */
+	uint16_t type;
 	size_t len;
 	TAILQ_ENTRY(fwd) next;
 	uint8_t frame[];
@@ -182,12 +184,17 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 	 * counts once there); bounded, past the bound nothing is kept. */
 	uint16_t type = len > 6 ? (uint16_t)raw_type(frame, len) : 0;
 	uint64_t rid = raw_rid(frame, len);
-	if (rid && (type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
-		    type == WIRE_REMOVE || type == WIRE_INFO) &&
-	    r->nfwds < FWDQ_MAX && r->fwd_bytes + len <= FWDQ_BYTES) {
+	/* Every request with a rid is kept, so none goes unanswered if its
+	 * relay goes; those that may safely go again (a push counts once) are
+	 * re-sent, the others are answered "unreachable". Chunks have no rid. */
+	int resend = type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
+		     type == WIRE_REMOVE || type == WIRE_INFO;
+	if (rid && type != WIRE_STREAM_CHUNK && r->nfwds < FWDQ_MAX &&
+	    r->fwd_bytes + len <= FWDQ_BYTES) {
 		struct fwd *f = malloc(sizeof(*f) + len);
 		if (f) {
-			*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len};
+			*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len,
+					  .resend = resend, .type = type};
 			memcpy(f->frame, frame, len);
 			TAILQ_INSERT_TAIL(&r->fwds, f, next);
 			r->nfwds++;
@@ -402,13 +409,25 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 		if (in.type == WIRE_STREAM_END)
 			conn_rstream_done(c, S(in.f[0]), 0);
 		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) && in.rid) {
-			conn_rstream_done(c, NULL, 0, in.rid);
-			if (in.type == WIRE_ERROR)
-				conn_rstream_refused(c, in.rid);
 			struct fwd *fw;
 			TAILQ_FOREACH(fw, &r->fwds, next)
 				if (fw->sid == conn_sid(c) && fw->rid == in.rid)
 					break;
+			/* unknown_room from a node while the membership is
+			 * settling (it handed the room on, or has not taken it
+			 * yet): the request waits for the views to agree and
+			 * goes again, as after a lost relay. */
+			if (fw && fw->resend && in.type == WIRE_ERROR && in.nfields &&
+			    in.f[0].u == WIRE_E_UNKNOWN_ROOM && node_clus(n) &&
+			    clus_settling(node_clus(n), node_now_ms(n))) {
+				if (!fw->since)
+					fw->since = node_now_ms(n);
+				fw->p = NULL;
+				return;
+			}
+			conn_rstream_done(c, NULL, 0, in.rid);
+			if (in.type == WIRE_ERROR)
+				conn_rstream_refused(c, in.rid);
 			if (fw)
 				fwd_done(r, fw);
 		}
@@ -822,12 +841,22 @@ void route_peer_gone(struct node *n, struct peer *p)
 	while ((mm = smap_next(r->meta, &pos)) != NULL)
 		if (!mm->orphan_since && strcmp(mm->relay, peer_name(p)) == 0)
 			mm->orphan_since = now;
-	struct fwd *f;
-	TAILQ_FOREACH(f, &r->fwds, next)
-		if (f->p == p) {
-			f->p = NULL;
-			f->since = now;
+	struct fwd *f, *fnext;
+	for (f = TAILQ_FIRST(&r->fwds); f; f = fnext) {
+		fnext = TAILQ_NEXT(f, next);
+		if (f->p != p)
+			continue;
+		if (!f->resend) {
+			struct conn *c = conns_find_sid(node_conns(n), f->sid);
+			if (c)
+				conn_error(c, f->rid, WIRE_E_INTERNAL,
+					   "the room's relay node went away; try again");
+			fwd_done(r, f);
+			continue;
 		}
+		f->p = NULL;
+		f->since = now;
+	}
 }
 
 /* Closes a mirror for its subscribers: its relay is gone for good. */
