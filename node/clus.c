@@ -57,7 +57,6 @@ struct clus {
 	uint64_t seeds_w[MEMB_MAX];
 	size_t nlive;
 	uint64_t bad_packets, bad_links;
-	uint64_t changed_at; /* the last membership change, ms */
 	uint8_t dgram[MEMB_DGRAM_MAX + SEAL_OVERHEAD];
 	uint8_t plain[MEMB_DGRAM_MAX + SEAL_OVERHEAD];
 };
@@ -117,7 +116,6 @@ static void on_change(void *arg, const struct memb_member *m, int old)
 	if (strcmp(m->name, c->self) != 0 && memb_count(c->memb) > 1)
 		c->joined = 1;
 	refresh_view(c);
-	c->changed_at = now_ms(c);
 	if (m->state == MEMB_DEAD || m->state == MEMB_LEFT)
 		close_links_to(c, m->name);
 	route_members_changed(c->node);
@@ -501,11 +499,6 @@ unsigned clus_replicas(const struct clus *c)
 int clus_joined(const struct clus *c)
 {
 	return c->joined;
-}
-
-int clus_settling(const struct clus *c, uint64_t now_ms)
-{
-	return c->changed_at && now_ms - c->changed_at < 3000;
 }
 
 uint64_t clus_bad_packets(const struct clus *c)

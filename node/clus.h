@@ -49,10 +49,6 @@ struct peer *clus_route(struct clus *c, const char *room, size_t len);
 /* A link to the named node (made if needed), or NULL if it is unknown. */
 struct peer *clus_peer(struct clus *c, const char *name);
 
-/* Whether the membership changed in the last few seconds (views may still
- * differ between nodes, so a room may be between relays). */
-int clus_settling(const struct clus *c, uint64_t now_ms);
-
 /* Counters for the stats. */
 uint64_t clus_bad_packets(const struct clus *c);
 uint64_t clus_bad_links(const struct clus *c);

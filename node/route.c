@@ -188,7 +188,7 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 	 * relay goes; those that may safely go again (a push counts once) are
 	 * re-sent, the others are answered "unreachable". Chunks have no rid. */
 	int resend = type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
-		     type == WIRE_REMOVE || type == WIRE_INFO;
+		     type == WIRE_REMOVE || type == WIRE_INFO || type == WIRE_CREATE_ID;
 	if (rid && type != WIRE_STREAM_CHUNK && r->nfwds < FWDQ_MAX &&
 	    r->fwd_bytes + len <= FWDQ_BYTES) {
 		struct fwd *f = malloc(sizeof(*f) + len);
@@ -413,18 +413,9 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 			TAILQ_FOREACH(fw, &r->fwds, next)
 				if (fw->sid == conn_sid(c) && fw->rid == in.rid)
 					break;
-			/* unknown_room from a node while the membership is
-			 * settling (it handed the room on, or has not taken it
-			 * yet): the request waits for the views to agree and
-			 * goes again, as after a lost relay. */
-			if (fw && fw->resend && in.type == WIRE_ERROR && in.nfields &&
-			    in.f[0].u == WIRE_E_UNKNOWN_ROOM && node_clus(n) &&
-			    clus_settling(node_clus(n), node_now_ms(n))) {
-				if (!fw->since)
-					fw->since = node_now_ms(n);
-				fw->p = NULL;
-				return;
-			}
+			/* Not retried here: an unknown_room while views settle
+			 * goes to the client. Retrying it later would put the push
+			 * behind the publisher's later ones (known fault B1). */
 			conn_rstream_done(c, NULL, 0, in.rid);
 			if (in.type == WIRE_ERROR)
 				conn_rstream_refused(c, in.rid);
@@ -937,8 +928,20 @@ static void resend(struct node *n)
 		struct conn *c = conns_find_sid(node_conns(n), f->sid);
 		struct wire_msg m;
 		size_t used;
-		if (c && wire_parse(r->inner, f->frame, f->len, &m, &used) == WIRE_OK_)
+		if (c && f->type == WIRE_CREATE_ID) {
+			/* Any id will do for the client: a CREATE whose relay went
+			 * away is made again, under a fresh id, wherever that
+			 * id's placement says. */
+			struct wire_buf b;
+			wire_buf_init(&b);
+			wire_begin(&b, WIRE_CREATE, f->rid, 0);
+			wire_end(&b, 0);
+			if (wire_parse(r->inner, b.p, b.len, &m, &used) == WIRE_OK_)
+				ops_dispatch(n, c, &m, b.p, b.len);
+			wire_buf_free(&b);
+		} else if (c && wire_parse(r->inner, f->frame, f->len, &m, &used) == WIRE_OK_) {
 			ops_dispatch(n, c, &m, f->frame, f->len);
+		}
 		free(f);
 	}
 }
