@@ -6,6 +6,9 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -44,6 +47,7 @@ struct node {
 	struct event *sweep;  /* idle-room expiry */
 	struct event *drain;  /* shutdown progress */
 	uint64_t drain_deadline;
+	uint64_t trimmed_at, trim_frames; /* malloc_trim when quiet */
 	int draining;
 	uint64_t read_ns; /* start of the current read callback */
 	char addr[80];	  /* the client listener's bound HOST:PORT */
@@ -86,6 +90,17 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	streams_sweep(n);
 	if (n->clus)
 		route_sweep(n);
+	/* glibc keeps freed memory mapped for reuse; after a burst (clients
+	 * gone, rooms expired) give it back, at most every 10 s, when the
+	 * node is quiet: RSS follows the load down, not only up. */
+#ifdef __GLIBC__
+	if (now - n->trimmed_at >= 10000 && n->k.frames_in - n->trim_frames < 10000) {
+		malloc_trim(0);
+		n->trimmed_at = now;
+	}
+	if (now - n->trimmed_at >= 10000)
+		n->trim_frames = n->k.frames_in;
+#endif
 }
 
 struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog *log,
