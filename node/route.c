@@ -516,7 +516,9 @@ static void on_room_closed(struct node *n, const struct wire_msg *m, const uint8
 	size_t pos = 0;
 	struct strm *st;
 	while ((st = strms_next(r->rstrms, &pos)) != NULL) {
-		if (strm_room(st) == mr) {
+		/* A stream whose END already came from the relay has ended for
+		 * its receivers: no second END. */
+		if (strm_room(st) == mr && !strm_closing(st, NULL)) {
 			end_relayed(n, st, "room closed");
 			pos = 0;
 		}
@@ -527,7 +529,8 @@ static void on_room_closed(struct node *n, const struct wire_msg *m, const uint8
 	for (s = room_subs(mr); s; s = next) {
 		next = room_sub_next(s);
 		struct conn *to = room_sub_who(s);
-		if (!frame || conn_send_blob(to, frame) == 0)
+		/* Behind the room's queued stream frames, as on the relay. */
+		if (!frame || conn_send_bulk(to, frame) == 0)
 			conn_unsubscribe(to, s);
 	}
 	blob_unref(frame);
@@ -818,10 +821,14 @@ void route_peer_gone(struct node *n, struct peer *p)
 	struct strm *s;
 	pos = 0;
 	while ((s = strms_next(r->rstrms, &pos)) != NULL) {
-		if (strm_sender(s) == p) {
+		if (strm_sender(s) != p)
+			continue;
+		/* One whose END already came just leaves (its link is going). */
+		if (strm_closing(s, NULL))
+			strms_end(r->rstrms, s);
+		else
 			end_relayed(n, s, "relay lost");
-			pos = 0;
-		}
+		pos = 0;
 	}
 	/* Mirrors and requests whose relay this was wait for a new one (or
 	 * for a new link to the same one): route_members_changed and the
