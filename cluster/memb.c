@@ -1156,6 +1156,19 @@ void memb_declare_dead(struct memb *m, const char *name, uint64_t now_ms)
 			send_gossip(m, m->order[i]->pub.addr, r);
 }
 
+void memb_alive_again(struct memb *m, uint64_t now_ms)
+{
+	clock_at(m, now_ms);
+	struct member *s = m->self;
+	if (m->left || s->pub.incarnation + 1 >= INC_LIMIT)
+		return;
+	s->pub.incarnation++;
+	enqueue(m, s);
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i] != s)
+			send_gossip(m, m->v[i]->pub.addr, s);
+}
+
 void memb_leave(struct memb *m, uint64_t now_ms)
 {
 	clock_at(m, now_ms);

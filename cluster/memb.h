@@ -119,6 +119,12 @@ void memb_leave(struct memb *m, uint64_t now_ms);
  * incarnation, as for any suspicion. */
 void memb_declare_dead(struct memb *m, const char *name, uint64_t now_ms);
 
+/* This node was unresponsive for a while (its process stopped, its host
+ * hung) and may have been declared dead: announces it alive under a newer
+ * incarnation to every member it knows, without waiting to hear the
+ * verdict. */
+void memb_alive_again(struct memb *m, uint64_t now_ms);
+
 /* Members known, this node included, in a stable order (sorted by name).
  * Pointers stay valid until the member is forgotten (dead_forget_ms after it
  * died or left) or memb_free(); indexes only until the next call that

@@ -19,6 +19,7 @@
 #include "cluster/place.h"
 #include "cluster/seal.h"
 #include "node/node.h"
+#include "node/park.h"
 #include "node/peer.h"
 #include "node/route.h"
 #include "stream/addr.h"
@@ -172,6 +173,7 @@ static void join_seeds(struct clus *c)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct clus *c = arg;
+	park_check_stall(c->node, node_mono_ns());
 	memb_tick(c->memb, now_ms(c));
 	if (!c->joined && c->seeds && now_ms(c) - c->last_join >= JOIN_RETRY_MS)
 		join_seeds(c);
@@ -474,6 +476,11 @@ void clus_free(struct clus *c)
 	seal_free(c->seal);
 	free(c->seeds);
 	free(c);
+}
+
+void clus_alive_again(struct clus *c)
+{
+	memb_alive_again(c->memb, now_ms(c));
 }
 
 void clus_leave(struct clus *c)

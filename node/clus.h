@@ -35,6 +35,8 @@ void clus_free(struct clus *c);
 /* Announces a graceful leave. */
 void clus_leave(struct clus *c);
 
+/* Announces this node alive under a newer incarnation (after a stall). */
+void clus_alive_again(struct clus *c);
 const char *clus_self(const struct clus *c);
 const struct memb *clus_memb(const struct clus *c);
 unsigned clus_replicas(const struct clus *c);

@@ -14,6 +14,7 @@
 
 #include "node/guard.h"
 #include "node/node.h"
+#include "node/park.h"
 #include "node/ops.h"
 #include "node/route.h"
 #include "node/streams.h"
@@ -213,6 +214,7 @@ static void conn_kill(struct conn *c, const char *why)
 	if (c->state == CONN_DEAD)
 		return;
 	drop_subs(c);
+	park_conn_gone(c->node, c);
 	if (!c->proxy)
 		route_conn_gone(c->node, c);
 	else

@@ -21,6 +21,7 @@
 #include "node/conn.h"
 #include "node/guard.h"
 #include "node/peer.h"
+#include "node/park.h"
 #include "node/repl.h"
 #include "node/route.h"
 #include "node/streams.h"
@@ -40,6 +41,7 @@ struct node {
 	struct clus *clus;   /* NULL: a single node */
 	struct route *route;
 	struct repl *repl;
+	struct park *park;
 	struct wire_dec *dec;
 	struct wire_buf scratch;
 	struct evconnlistener *lev;
@@ -88,8 +90,11 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 		node_room_close(n, r, "expired");
 	}
 	streams_sweep(n);
-	if (n->clus)
+	if (n->clus) {
 		route_sweep(n);
+		park_sweep(n);
+		repl_sweep(n);
+	}
 	/* glibc keeps freed memory mapped for reuse; after a burst (clients
 	 * gone, rooms expired) give it back, at most every 10 s, when the
 	 * node is quiet: RSS follows the load down, not only up. */
@@ -119,11 +124,12 @@ struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog 
 	n->conns = conns_new();
 	n->route = route_new(n);
 	n->repl = repl_new();
+	n->park = park_new(c->frame_max);
 	n->dec = wire_dec_new(c->frame_max);
 	n->reaper = event_new(base, -1, 0, on_reap, n);
 	n->sweep = event_new(base, -1, EV_PERSIST, on_sweep, n);
 	wire_buf_init(&n->scratch);
-	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->repl || !n->dec || !n->reaper || !n->sweep) {
+	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->repl || !n->park || !n->dec || !n->reaper || !n->sweep) {
 		*cause = "out of memory";
 		node_free(n);
 		return NULL;
@@ -144,6 +150,7 @@ void node_free(struct node *n)
 	guard_free(n->guard); /* after the connections reading through its bucket */
 	route_free(n->route);
 	repl_free(n->repl);
+	park_free(n->park);
 	clus_free(n->clus);
 	strms_free(n->strms);
 	rooms_free(n->rooms);
@@ -431,6 +438,11 @@ struct clus *node_clus(struct node *n)
 struct route *node_route(struct node *n)
 {
 	return n->route;
+}
+
+struct park *node_park(struct node *n)
+{
+	return n->park;
 }
 
 struct repl *node_repl(struct node *n)

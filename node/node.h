@@ -43,7 +43,11 @@ struct node_counters {
 	uint64_t rooms_created, rooms_removed, rooms_expired;
 	uint64_t streams_opened, streams_ended, stream_timeouts, stream_bytes;
 	uint64_t forwarded; /* requests sent on to another node's relay */
-	uint64_t failovers; /* rooms taken over from a failed relay (cluster: not yet) */
+	uint64_t failovers; /* rooms taken over from a failed relay, or handed over */
+	uint64_t dup_replies; /* relays' answers dropped: the request was answered already */
+	uint64_t parked;      /* requests held for a room about to be relayed here */
+	uint64_t park_timeouts; /* held requests handled at their deadline instead */
+	uint64_t stalls;      /* event loop stalls long enough to have been declared dead */
 	/* Delivery latency: from the start of the read callback that held a
 	 * PUSH to its DELIVER queued on a subscriber's output, one sample per
 	 * delivery; lat_bucket[i] counts samples up to node_lat_bound_us(i)
@@ -121,6 +125,7 @@ struct evutil_addrinfo *node_resolve_listen(const char *addr, const char *what, 
 struct clus *node_clus(struct node *n);
 struct route *node_route(struct node *n);
 struct repl *node_repl(struct node *n);
+struct park *node_park(struct node *n);
 /* Hands a shared frame to one subscription: a local client's output, or
  * a subscribing node's link. 0, or -1 if it was dropped (slow or gone). */
 int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame);

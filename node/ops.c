@@ -7,6 +7,7 @@
 #include "node/conn.h"
 #include "node/guard.h"
 #include "node/node.h"
+#include "node/park.h"
 #include "node/repl.h"
 #include "node/route.h"
 #include "node/streams.h"
@@ -509,6 +510,13 @@ void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m, cons
 		return;
 	if (!conn_proxy_peer(c) && route_client(n, c, m, raw, len))
 		return;
+	/* A room about to be relayed here: its requests wait for it. */
+	if (node_clus(n)) {
+		/* (node_read_ns() is a client read's; a peer's frames have none) */
+		park_check_stall(n, conn_proxy_peer(c) ? node_mono_ns() : node_read_ns(n));
+		if (park_maybe(n, c, m, raw, len))
+			return;
+	}
 	switch (m->type) {
 	case WIRE_PLACE:
 		op_place(n, c, m);

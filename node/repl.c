@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/memb.h"
 #include "node/clus.h"
 #include "node/conn.h"
 #include "node/node.h"
+#include "node/park.h"
 #include "node/peer.h"
 #include "node/route.h"
 #include "stream/blob.h"
@@ -17,6 +19,7 @@
 #define S(f)	   (f).s.ptr, (f).s.len
 #define RING_BYTES (4u << 20) /* recent pushes kept per room */
 #define RING_MAX   8192
+#define REPLICA_GRACE_MS 30000 /* past the room idle timeout, for a replica */
 
 /* One recent push: enough to replay it and to know it if it comes again. */
 struct entry {
@@ -28,6 +31,9 @@ struct ring {
 	char id[ROOM_ID_LEN + 1];
 	uint64_t sig;	/* the backups it was last sent to (a hash of their names) */
 	uint64_t floor; /* a newer relay's seq this node adopted: the next push goes past it */
+	uint64_t handed_ms; /* when this node last handed the room over (0: never) */
+	char handed_to[MEMB_NAME_MAX + 1];
+	uint64_t state_ms;  /* when this node, relaying it, last sent its state */
 	struct entry *e;
 	size_t head, len, cap, bytes;
 };
@@ -182,9 +188,40 @@ void repl_room_state(struct node *n, struct room *r)
 {
 	if (!node_clus(n))
 		return;
+	struct ring *g = ring_of(node_repl(n), room_id(r), 1);
+	if (g)
+		g->state_ms = node_now_ms(n);
 	struct wire_buf *b = node_scratch(n);
 	enc_state(b, r);
 	to_backups(n, room_id(r), b->p, b->len);
+}
+
+void repl_touch(struct node *n, struct room *r)
+{
+	if (!node_clus(n))
+		return;
+	/* Backups expire a replica that hears nothing for longer than the
+	 * room idle timeout (repl_sweep): activity that is not a push (a
+	 * stream) tells them the room lives, a few times per timeout. */
+	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
+	if (!g || node_now_ms(n) - g->state_ms >= node_cfg(n)->room_idle_ms / 4)
+		repl_room_state(n, r);
+}
+
+void repl_sweep(struct node *n)
+{
+	struct repl *rp = node_repl(n);
+	struct room *rep;
+	/* A replica that heard nothing for a while after its room would have
+	 * expired at the relay: its REPL_GONE was lost (the relay died first,
+	 * or the link dropped). */
+	while ((rep = rooms_idle(rp->replicas, node_now_ms(n),
+				 node_cfg(n)->room_idle_ms + REPLICA_GRACE_MS)) != NULL) {
+		vlog(node_log(n), LOG_INFO, "replica of room %.6s... expired (its relay went quiet)",
+		     room_id(rep));
+		ring_drop(rp, room_id(rep));
+		rooms_destroy(rp->replicas, rep);
+	}
 }
 
 void repl_room_gone(struct node *n, const struct room *r)
@@ -309,8 +346,10 @@ static struct room *promote(struct node *n, struct room *rep, const char *why)
 		     (unsigned long long)room_seq(nr), why);
 	}
 	rooms_destroy(rp->replicas, rep); /* the ring stays: nr's now */
-	if (nr)
+	if (nr) {
 		route_took_over(n, nr);
+		park_room_ready(n, room_id(nr));
+	}
 	return nr;
 }
 
@@ -328,6 +367,8 @@ static void catch_up(struct node *n, struct room *r, uint64_t seq, uint64_t orig
 			continue;
 		node_send_blob(n, s, frame);
 	}
+	if (seq >= repl_floor(n, r))
+		park_room_ready(n, room_id(r)); /* caught up: held requests go */
 }
 
 void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
@@ -342,7 +383,10 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 		if (mine) {
 			/* Another node relayed it meanwhile (this node was cut
 			 * off, or is new in its place): its state is newer when
-			 * its seq is. Pushes past ours follow as REPL_PUSH. */
+			 * its seq is. Pushes past ours follow as REPL_PUSH. A room
+			 * fenced after a stall has its state back: it is relayed
+			 * here again once the pushes up to that seq are in. */
+			room_set_marks(mine, room_marks(mine) & ~PARK_STALE);
 			if (m->f[3].u > room_seq(mine)) {
 				set_grants(mine, m->f[2].o);
 				struct ring *g = ring_of(rp, room_id(mine), 1);
@@ -353,6 +397,7 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 				     room_id(mine), peer_name(p), (unsigned long long)m->f[3].u,
 				     (unsigned long long)room_seq(mine));
 			}
+			park_room_ready(n, room_id(mine));
 			return;
 		}
 		if (!r && !(r = rooms_create_id(rp->replicas, S(m->f[0]), S(m->f[1]),
@@ -394,6 +439,25 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 	}
 }
 
+const char *repl_handed_to(struct node *n, const char *id)
+{
+	struct ring *g = ring_of(node_repl(n), id, 0);
+	if (!g || !g->handed_ms || node_now_ms(n) - g->handed_ms >= PARK_WINDOW_MS)
+		return NULL;
+	return g->handed_to;
+}
+
+int repl_expects(struct node *n, const char *id)
+{
+	struct repl *rp = node_repl(n);
+	if (!rooms_find(rp->replicas, id, ROOM_ID_LEN))
+		return 0;
+	/* Not a room this node just handed on: requests for it that still
+	 * come here are from nodes that have not heard yet. */
+	struct ring *g = ring_of(rp, id, 0);
+	return !g || !g->handed_ms || node_now_ms(n) - g->handed_ms >= PARK_WINDOW_MS;
+}
+
 uint64_t repl_floor(struct node *n, const struct room *r)
 {
 	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
@@ -422,6 +486,10 @@ static int hand_over(struct node *n, struct room *r)
 		b = node_scratch(n);
 		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap]);
 		peer_send(p, b->p, b->len);
+	}
+	if (g) {
+		g->handed_ms = node_now_ms(n);
+		snprintf(g->handed_to, sizeof(g->handed_to), "%s", names[0]);
 	}
 	vlog(node_log(n), LOG_NOTICE, "handed room %.6s... (seq %llu) over to %s", room_id(r),
 	     (unsigned long long)room_seq(r), names[0]);

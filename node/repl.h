@@ -35,6 +35,11 @@ void repl_free(struct repl *r);
 
 /* At the relay: r changed (created, granted, revoked): tell its backups. */
 void repl_room_state(struct node *n, struct room *r);
+/* At the relay: r was active without a push (a stream): backups hear that
+ * it lives, at most a few times per room idle timeout. */
+void repl_touch(struct node *n, struct room *r);
+/* Expires replicas whose relay went quiet for good (a lost REPL_GONE). */
+void repl_sweep(struct node *n);
 /* At the relay: r is being removed. */
 void repl_room_gone(struct node *n, const struct room *r);
 /* At the relay: push seq of r, from session sid's request rid, was accepted;
@@ -55,6 +60,13 @@ void repl_members_changed(struct node *n);
 /* The least seq a push to r may get: a newer relay's seq this node
  * adopted when the room came back to it (0 if none). */
 uint64_t repl_floor(struct node *n, const struct room *r);
+/* Whether a request for room id (ROOM_ID_LEN bytes), not relayed here,
+ * should wait for it (node/park.h): this node backs it up and did not just
+ * hand it over. */
+int repl_expects(struct node *n, const char *id);
+/* The node this node handed room id over to in the last PARK_WINDOW_MS, or
+ * NULL. */
+const char *repl_handed_to(struct node *n, const char *id);
 /* Rooms backed up here (for the stats). */
 size_t repl_replicas(const struct node *n);
 

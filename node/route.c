@@ -5,9 +5,11 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "cluster/memb.h"
 #include "node/clus.h"
 #include "node/conn.h"
 #include "node/node.h"
+#include "node/park.h"
 #include "node/ops.h"
 #include "node/peer.h"
 #include "node/repl.h"
@@ -30,6 +32,7 @@ struct fwd {
 	struct peer *p;
 	uint64_t sid, rid, since;
 	int resend; /* may go again to a new relay (else: answered unreachable) */
+	int moves;  /* times a relay said the room moved on */
 	uint16_t type;
 	size_t len;
 	TAILQ_ENTRY(fwd) next;
@@ -165,41 +168,60 @@ static uint64_t raw_rid(const uint8_t *f, size_t len)
 	return raw_uint(f, len, &at);
 }
 
-/* FWD [501, 0, sid, identity, frame] on the link to the relay. */
-static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t *frame,
-		   size_t len)
+/* FWD [501, 0, sid, identity, frame] on link p. */
+static int fwd_send(struct node *n, struct peer *p, uint64_t sid, const char *who, size_t wlen,
+		    const uint8_t *frame, size_t len)
 {
 	struct route *r = node_route(n);
 	wire_buf_reset(&r->buf);
 	msgpack_packer *pk = wire_begin(&r->buf, WIRE_FWD, 0, 3);
-	msgpack_pack_uint64(pk, conn_sid(c));
-	wire_pack_str(pk, conn_identity(c), conn_identity_len(c));
+	msgpack_pack_uint64(pk, sid);
+	wire_pack_str(pk, who, wlen);
 	wire_pack_bin(pk, frame, len);
 	wire_end(&r->buf, 0);
-	conn_note_peer(c, p);
 	if (peer_send(p, r->buf.p, r->buf.len) < 0)
 		return -1;
 	node_counters(n)->forwarded++;
-	/* Keep what can be sent again to a new relay (a push taken twice
-	 * counts once there); bounded, past the bound nothing is kept. */
+	return 0;
+}
+
+/* Sends a client's request to its room's relay. Every request with a rid
+ * is kept until answered, so that none goes unanswered if its relay goes
+ * and an answer that comes twice (from the old relay and from the one it
+ * was sent again to) reaches the client once; those that may safely go
+ * again (a push counts once) are re-sent, the others are answered "went
+ * away". Chunks have no rid. Past the queue's bounds a request is refused
+ * rather than sent unkept. */
+static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t *frame,
+		   size_t len)
+{
+	struct route *r = node_route(n);
 	uint16_t type = len > 6 ? (uint16_t)raw_type(frame, len) : 0;
 	uint64_t rid = raw_rid(frame, len);
-	/* Every request with a rid is kept, so none goes unanswered if its
-	 * relay goes; those that may safely go again (a push counts once) are
-	 * re-sent, the others are answered "unreachable". Chunks have no rid. */
-	int resend = type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
-		     type == WIRE_REMOVE || type == WIRE_INFO || type == WIRE_CREATE_ID;
-	if (rid && type != WIRE_STREAM_CHUNK && r->nfwds < FWDQ_MAX &&
-	    r->fwd_bytes + len <= FWDQ_BYTES) {
-		struct fwd *f = malloc(sizeof(*f) + len);
-		if (f) {
-			*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len,
-					  .resend = resend, .type = type};
-			memcpy(f->frame, frame, len);
-			TAILQ_INSERT_TAIL(&r->fwds, f, next);
-			r->nfwds++;
-			r->fwd_bytes += len;
+	struct fwd *f = NULL;
+	if (rid && type != WIRE_STREAM_CHUNK) {
+		if (r->nfwds >= FWDQ_MAX || r->fwd_bytes + len > FWDQ_BYTES ||
+		    !(f = malloc(sizeof(*f) + len))) {
+			node_counters(n)->limits_hit++;
+			conn_error(c, rid, WIRE_E_LIMIT,
+				   "too many requests waiting for other nodes; try again");
+			return 0;
 		}
+		int resend = type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
+			     type == WIRE_REMOVE || type == WIRE_INFO || type == WIRE_CREATE_ID;
+		*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len,
+				  .resend = resend, .type = type};
+		memcpy(f->frame, frame, len);
+	}
+	conn_note_peer(c, p);
+	if (fwd_send(n, p, conn_sid(c), conn_identity(c), conn_identity_len(c), frame, len) < 0) {
+		free(f);
+		return -1;
+	}
+	if (f) {
+		TAILQ_INSERT_TAIL(&r->fwds, f, next);
+		r->nfwds++;
+		r->fwd_bytes += len;
 	}
 	return 0;
 }
@@ -217,17 +239,18 @@ static void fail_unreachable(struct conn *c, uint64_t rid)
 	conn_error(c, rid, WIRE_E_INTERNAL, "the room's relay node is unreachable");
 }
 
-/* NODE_SUB; resume_after (if not 0) is the last seq delivered here. */
+/* NODE_SUB; with resume, after is the last seq delivered here (0: none
+ * yet, but the mirror knew the room's seq when it subscribed). */
 static void node_sub(struct node *n, struct peer *p, const char *room, uint64_t count,
-		     uint64_t rid, uint64_t resume_after)
+		     uint64_t rid, int resume, uint64_t after)
 {
 	struct route *r = node_route(n);
 	wire_buf_reset(&r->buf);
-	msgpack_packer *pk = wire_begin(&r->buf, WIRE_NODE_SUB, rid, resume_after ? 3 : 2);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_NODE_SUB, rid, resume ? 3 : 2);
 	wire_pack_str(pk, room, ROOM_ID_LEN);
 	msgpack_pack_uint64(pk, count);
-	if (resume_after)
-		msgpack_pack_uint64(pk, resume_after);
+	if (resume)
+		msgpack_pack_uint64(pk, after);
 	wire_end(&r->buf, 0);
 	peer_send(p, r->buf.p, r->buf.len);
 }
@@ -295,7 +318,7 @@ static void mirror_subscribe(struct node *n, struct conn *c, const struct wire_m
 	pd->client_rid = m->rid;
 	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
 	TAILQ_INSERT_TAIL(&r->pends, pd, next);
-	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 0);
+	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 0, 0);
 	/* The count just sent is current: no separate update is due. */
 	room_set_marks(mr, room_marks(mr) & ~ROUTE_DIRTY);
 }
@@ -393,6 +416,27 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 	return 0;
 }
 
+/* A relay handed the room to another node before this node heard: the
+ * request goes there (a few times at most), in the order the answers
+ * come, which is the order the requests went. Returns 0 to give the
+ * client the error instead. */
+static int moved(struct node *n, struct conn *c, struct fwd *fw, const struct wire_str *to)
+{
+	char name[MEMB_NAME_MAX + 1];
+	struct peer *p;
+	if (to->len == 0 || to->len > MEMB_NAME_MAX || fw->moves >= 3)
+		return 0;
+	memcpy(name, to->ptr, to->len);
+	name[to->len] = '\0';
+	if (!(p = clus_peer(node_clus(n), name)) ||
+	    fwd_send(n, p, fw->sid, conn_identity(c), conn_identity_len(c), fw->frame, fw->len) < 0)
+		return 0;
+	fw->moves++;
+	fw->p = p;
+	conn_note_peer(c, p);
+	return 1;
+}
+
 /* FWD_REPLY [502, 0, sid, frame]: a frame for one of our clients. */
 static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 {
@@ -413,14 +457,26 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 			TAILQ_FOREACH(fw, &r->fwds, next)
 				if (fw->sid == conn_sid(c) && fw->rid == in.rid)
 					break;
-			/* Not retried here: an unknown_room while views settle
-			 * goes to the client. Retrying it later would put the push
-			 * behind the publisher's later ones (known fault B1). */
+			if (!fw) {
+				/* Answered already: by the relay it went to first,
+				 * or by the one it was sent again to. */
+				node_counters(n)->dup_replies++;
+				return;
+			}
+			int move = in.type == WIRE_ERROR && in.f[0].u == WIRE_E_MOVED;
+			if (move && fw->resend && moved(n, c, fw, &in.f[1].s))
+				return;
 			conn_rstream_done(c, NULL, 0, in.rid);
 			if (in.type == WIRE_ERROR)
 				conn_rstream_refused(c, in.rid);
-			if (fw)
-				fwd_done(r, fw);
+			fwd_done(r, fw);
+			if (move) {
+				/* its message is a node's name: the client gets a
+				 * sentence */
+				conn_error(c, in.rid, WIRE_E_MOVED,
+					   "the room is moving between nodes; try again");
+				return;
+			}
 		}
 	}
 	conn_send_raw(c, (const uint8_t *)f->ptr, f->len);
@@ -438,6 +494,16 @@ static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_
 		return;
 	TAILQ_REMOVE(&r->pends, pd, next);
 	struct conn *c = pd->sid ? conns_find_sid(node_conns(n), pd->sid) : NULL;
+	if (m->type == WIRE_OK && m->nfields > 0 &&
+	    m->f[0].o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		/* The room's seq when the relay took the subscription: every
+		 * DELIVER before it on this link is in, and the mirror resumes
+		 * after it should its relay change before the next push (a
+		 * mirror at seq 0 would otherwise be sent the whole ring). */
+		struct room *mr = rooms_find(r->mirrors, pd->room, ROOM_ID_LEN);
+		if (mr && m->f[0].o->via.u64 > room_seq(mr))
+			room_set_seq(mr, m->f[0].o->via.u64);
+	}
 	if (!pd->sid && m->type != WIRE_OK) {
 		/* A re-attachment the relay refused (it does not have the room
 		 * yet, or any more): try again until the orphan deadline. */
@@ -741,14 +807,19 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 	} else {
 		room_sub_set_peer(s, m->f[1].u);
 	}
-	if (m->rid) {
-		wire_enc_ok_nil(b, m->rid);
-		peer_send(p, b->p, b->len);
-	}
 	/* A node coming back (after a takeover, or a lost link) says the last
-	 * seq it delivered: it gets what it missed that the ring still has. */
+	 * seq it delivered: it gets what it missed that the ring still has,
+	 * ahead of the OK. */
 	if (s && m->nfields > 2)
 		repl_replay(n, r, m->f[2].u, p);
+	if (m->rid) {
+		/* OK [3, rid, seq]: every push up to seq is ahead of it on the
+		 * link or not for this subscriber; the mirror resumes after. */
+		msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+		msgpack_pack_uint64(pk, room_seq(r));
+		wire_end(b, 0);
+		peer_send(p, b->p, b->len);
+	}
 }
 
 static void on_ack(struct node *n, struct peer *p, const struct wire_msg *m)
@@ -886,7 +957,7 @@ static void attach(struct node *n, struct room *mr, struct peer *p)
 	pd->p = p;
 	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
 	TAILQ_INSERT_TAIL(&r->pends, pd, next);
-	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, room_seq(mr));
+	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 1, room_seq(mr));
 }
 
 /* Points a mirror at its relay as placement now has it: a new relay (or a
@@ -1059,6 +1130,7 @@ void route_members_changed(struct node *n)
 	struct route *r = node_route(n);
 	/* Take over what this node now relays first, then re-attach mirrors
 	 * and send kept requests to the relays placement now names. */
+	park_members_changed(n);
 	repl_members_changed(n);
 	size_t pos = 0;
 	struct mirror_meta *mm;
@@ -1130,7 +1202,7 @@ void route_flush(struct node *n)
 		struct peer *p = cl && !(marks & ROUTE_GONE) ? clus_route(cl, room_id(mr), ROOM_ID_LEN)
 							     : NULL;
 		if (p)
-			node_sub(n, p, room_id(mr), room_sub_count(mr), 0, 0);
+			node_sub(n, p, room_id(mr), room_sub_count(mr), 0, 0, 0);
 		room_set_marks(mr, marks & ~ROUTE_DIRTY);
 		if (room_sub_count(mr) == 0) {
 			struct strm *st;

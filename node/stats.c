@@ -288,6 +288,14 @@ static void metrics_text(struct stats *s, struct evbuffer *b)
 		node_clus(n) ? clus_bad_links(node_clus(n)) : 0);
 	COUNTER("forwarded", "Client requests sent on to the relay of their room on another node.",
 		k->forwarded);
+	COUNTER("duplicate_replies", "Relays' answers dropped because the request they answer was answered already (sent again after a failover).",
+		k->dup_replies);
+	COUNTER("parked", "Requests held for a room about to be relayed here (a takeover or a hand-over in progress).",
+		k->parked);
+	COUNTER("park_timeouts", "Held requests handled at their deadline, the room not having come.",
+		k->park_timeouts);
+	COUNTER("stalls", "Event loop stalls longer than the suspicion timeout (a frozen process): the node fenced its rooms.",
+		k->stalls);
 	GAUGE("connections", "Client connections open now.", conns_count(node_conns(n)));
 	GAUGE("connections_max", "The max_conns limit.", node_cfg(n)->max_conns);
 	GAUGE("rooms", "Rooms on this node now.", rooms_count(node_rooms(n)));

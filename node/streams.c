@@ -6,6 +6,7 @@
 #include "node/conn.h"
 #include "node/guard.h"
 #include "node/node.h"
+#include "node/repl.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/strm.h"
@@ -238,6 +239,7 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 	}
 	node_counters(n)->streams_opened++;
 	room_touch(node_rooms(n), r, node_now_ms(n));
+	repl_touch(n, r);
 
 	/* The receivers are fixed now: later subscribers get nothing of it. */
 	for (struct room_sub *sub = room_subs(r); sub; sub = room_sub_next(sub)) {
@@ -311,6 +313,7 @@ void streams_chunk(struct node *n, struct conn *c, const struct wire_msg *m)
 	strm_append(s, data->ptr, data->len, node_now_ms(n));
 	struct room *r = strm_room(s);
 	room_touch(node_rooms(n), r, node_now_ms(n));
+	repl_touch(n, r);
 	room_count(r, data->len);
 	node_counters(n)->stream_bytes += data->len;
 

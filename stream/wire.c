@@ -91,6 +91,7 @@ const char *wire_err_name(int code)
 	case WIRE_E_NOT_OWNER: return "not_owner";
 	case WIRE_E_LIMIT: return "limit";
 	case WIRE_E_BAD_REQUEST: return "bad_request";
+	case WIRE_E_MOVED: return "moved";
 	case WIRE_E_UNKNOWN_STREAM: return "unknown_stream";
 	case WIRE_E_STREAM_EXISTS: return "stream_exists";
 	case WIRE_E_BAD_OFFSET: return "bad_offset";

@@ -98,6 +98,7 @@ enum wire_err {
 	WIRE_E_NOT_OWNER = 22,
 	WIRE_E_LIMIT = 23,
 	WIRE_E_BAD_REQUEST = 24,
+	WIRE_E_MOVED = 25, /* node links only: the room was handed to the node named */
 	/* byte streams: never end the connection; 32-37 end the stream */
 	WIRE_E_UNKNOWN_STREAM = 30,
 	WIRE_E_STREAM_EXISTS = 31,

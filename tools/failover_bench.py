@@ -396,7 +396,7 @@ def trial(bench, pub, mode, k, rng):
     c = dict.fromkeys(("pushes", "errors", "no_reply", "two_replies", "seq_twice",
                        "push_order", "lost", "duplicated", "reordered", "unacked"), 0)
     c["pushes"] = len(sent_at)
-    by_seq, oks, acked = {}, [], {}
+    by_seq, oks, acked, order_at = {}, [], {}, []
     for i in range(len(sent_at)):
         rs = replies.get(i, [])
         if not rs:
@@ -411,14 +411,17 @@ def trial(bench, pub, mode, k, rng):
         if seq in by_seq:
             c["seq_twice"] += 1
         by_seq.setdefault(seq, []).append(i)
-        if oks and seq < oks[-1]:
+        if oks and seq < oks[-1][0]:
             c["push_order"] += 1
-        oks.append(seq)
+            order_at.append("push %d got seq %d after push %d got %d" % (i, seq, oks[-1][1], oks[-1][0]))
+        oks.append((seq, i))
         acked[(seq, payloads[i])] = i
     resume, detail = [], []
     err_at = [i for i in range(len(sent_at)) if replies.get(i) and replies[i][0][0] != OK]
     if err_at:
         detail.append("pushes refused: %s (%s)" % (ranges(err_at), replies[err_at[0]][0][2:]))
+    if order_at:
+        detail.append("sequenced out of the publisher's order: %s" % "; ".join(order_at[:3]))
     dups = sorted(q for q, ii in by_seq.items() if len(ii) > 1)
     if dups:
         detail.append("seqs given to two pushes: %s" % ranges(dups))

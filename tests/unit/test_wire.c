@@ -1065,6 +1065,7 @@ static void test_err_name(void **state)
 		{WIRE_E_NOT_OWNER, "not_owner"},
 		{WIRE_E_LIMIT, "limit"},
 		{WIRE_E_BAD_REQUEST, "bad_request"},
+		{WIRE_E_MOVED, "moved"},
 		{WIRE_E_UNKNOWN_STREAM, "unknown_stream"},
 		{WIRE_E_STREAM_EXISTS, "stream_exists"},
 		{WIRE_E_BAD_OFFSET, "bad_offset"},
@@ -1075,7 +1076,7 @@ static void test_err_name(void **state)
 		{WIRE_E_WINDOW, "window"},
 		{WIRE_E_INTERNAL, "internal"},
 	};
-	const int unknown[] = {-1, 10, 19, 25, 29, 38, 98, 100, 65535};
+	const int unknown[] = {-1, 10, 19, 26, 29, 38, 98, 100, 65535};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		assert_string_equal(wire_err_name(names[i].code), names[i].name);
