@@ -56,6 +56,7 @@ struct node {
 	char id[17];
 	struct node_counters k;
 	struct guard *guard; /* tokens and abuse limits */
+	struct stats *stats; /* the stats port, if any (borrowed: it registers itself) */
 };
 
 /* After a loop turn: stream windows that moved, then dead connections
@@ -448,6 +449,16 @@ struct park *node_park(struct node *n)
 struct repl *node_repl(struct node *n)
 {
 	return n->repl;
+}
+
+void node_set_stats(struct node *n, struct stats *s)
+{
+	n->stats = s;
+}
+
+struct stats *node_stats(struct node *n)
+{
+	return n->stats;
 }
 
 int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame)

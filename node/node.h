@@ -126,6 +126,12 @@ struct clus *node_clus(struct node *n);
 struct route *node_route(struct node *n);
 struct repl *node_repl(struct node *n);
 struct park *node_park(struct node *n);
+/* The node's stats port (node/stats.h), which sets itself here when it
+ * starts and clears itself when freed; NULL with `stats = off`. Node links
+ * hand it the NODE_STATS requests and answers they carry. */
+struct stats;
+void node_set_stats(struct node *n, struct stats *s);
+struct stats *node_stats(struct node *n);
 /* Hands a shared frame to one subscription: a local client's output, or
  * a subscribing node's link. 0, or -1 if it was dropped (slow or gone). */
 int node_send_blob(struct node *n, struct room_sub *s, struct blob *frame);

@@ -13,6 +13,7 @@
 #include "node/ops.h"
 #include "node/peer.h"
 #include "node/repl.h"
+#include "node/stats.h"
 #include "node/streams.h"
 #include "stream/blob.h"
 #include "stream/room.h"
@@ -130,6 +131,11 @@ void route_free(struct route *r)
 	wire_dec_free(r->inner);
 	wire_buf_free(&r->buf);
 	free(r);
+}
+
+uint64_t route_new_rid(struct node *n)
+{
+	return ++node_route(n)->next_rid;
 }
 
 size_t route_mirrors(const struct node *n)
@@ -312,7 +318,7 @@ static void mirror_subscribe(struct node *n, struct conn *c, const struct wire_m
 		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory subscribing");
 		return;
 	}
-	pd->rid = ++r->next_rid;
+	pd->rid = route_new_rid(n);
 	pd->p = p;
 	pd->sid = conn_sid(c);
 	pd->client_rid = m->rid;
@@ -839,7 +845,10 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u); break;
 	case WIRE_STREAM_ACK: on_ack(n, p, m); break;
 	case WIRE_OK:
-	case WIRE_ERROR: on_node_sub_reply(n, p, m); break;
+	case WIRE_ERROR:
+		if (!stats_peer_error(node_stats(n), p, m))
+			on_node_sub_reply(n, p, m);
+		break;
 	case WIRE_DELIVER: on_deliver(n, m, raw, len); break;
 	case WIRE_ROOM_CLOSED: on_room_closed(n, m, raw, len); break;
 	case WIRE_STREAM_OPENED: on_opened(n, p, m, raw, len); break;
@@ -848,6 +857,8 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_REPL_STATE:
 	case WIRE_REPL_PUSH:
 	case WIRE_REPL_GONE: repl_peer_frame(n, p, m); break;
+	case WIRE_NODE_STATS_REQ: stats_peer_request(n, p, m); break;
+	case WIRE_NODE_STATS: stats_peer_answer(node_stats(n), p, m); break;
 	default:
 		vlog(node_log(n), LOG_INFO, "link %s: ignored frame type %u", peer_name(p), m->type);
 	}
@@ -953,7 +964,7 @@ static void attach(struct node *n, struct room *mr, struct peer *p)
 	struct pend *pd = calloc(1, sizeof(*pd));
 	if (!pd)
 		return;
-	pd->rid = ++r->next_rid;
+	pd->rid = route_new_rid(n);
 	pd->p = p;
 	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
 	TAILQ_INSERT_TAIL(&r->pends, pd, next);

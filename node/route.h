@@ -67,6 +67,10 @@ void route_room_moved(struct node *n, struct room *room, struct peer *p, const c
 /* Every sweep: mirrors and requests waiting for a relay try again, or give
  * up after a few seconds. */
 void route_sweep(struct node *n);
+/* A request id for a request this node sends on a link. Every request that
+ * expects an answer (NODE_SUB, NODE_STATS_REQ) takes its rid from this one
+ * counter, so an OK or ERROR on a link matches exactly one of them. */
+uint64_t route_new_rid(struct node *n);
 /* Mirrors (rooms with local subscribers relayed elsewhere), for the stats. */
 size_t route_mirrors(const struct node *n);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -21,10 +22,12 @@
 #include "cluster/memb.h"
 #include "node/clus.h"
 #include "node/node.h"
+#include "node/peer.h"
 #include "node/route.h"
 #include "stream/addr.h"
 #include "stream/room.h"
 #include "stream/strm.h"
+#include "stream/wire.h"
 #include "vroom_version.h"
 
 #define SAMPLES	      6	     /* one a second: rates over the last 5 s */
@@ -33,6 +36,38 @@
 #define MAX_HEADERS   8192   /* bytes of request line and headers */
 #define MAX_BODY      1024   /* GET and HEAD only: no body expected */
 #define TIMEOUT_S     10     /* a request must arrive and be answered in this */
+#define SUMMARY_ROOMS 20     /* rooms in a node's summary (NODE_STATS, /cluster) */
+#define ASKS_MAX      16     /* /cluster requests waiting for other nodes at once */
+#define ASK_WAIT_MS   500    /* how long /cluster waits for the other nodes */
+
+/* A summary (at most WIRE_NODE_STATS_MAX bytes) in a NODE_STATS frame fits
+ * the smallest node-link frame limit, 2 x WIRE_FRAME_MIN_MAX + 64 KiB
+ * (node/clus.c), with room for [type, rid] and the bin header. */
+_Static_assert(WIRE_NODE_STATS_MAX + 32 <= 2 * WIRE_FRAME_MIN_MAX + 65536,
+	       "a NODE_STATS frame must fit every node link");
+
+/* One member's part of a /cluster answer. */
+struct ask_node {
+	char name[MEMB_NAME_MAX + 1];
+	const char *state; /* static: the member's state as this node sees it */
+	int self, ask;	   /* this node; a member to ask (alive or suspect) */
+	uint64_t rid;	   /* the NODE_STATS_REQ's rid while its answer is awaited, else 0 */
+	json_t *summary;   /* the node's summary once it came, else NULL */
+	char error[200];   /* why there is no summary */
+};
+
+/* A /cluster request waiting for the summaries of the other nodes.
+ * Invariant: it is on its stats' list from its start until it is answered,
+ * and `waiting` counts the nodes whose rid is not 0. */
+struct ask {
+	struct stats *s;
+	struct evhttp_request *req;	 /* NULL: libevent freed it with its connection */
+	struct evhttp_connection *evcon; /* its close callback points here; NULL once closed */
+	struct event *timer;		 /* the deadline (also made active to end early) */
+	size_t n, waiting;
+	TAILQ_ENTRY(ask) next;
+	struct ask_node nodes[];
+};
 
 /* The counters rates are computed from. */
 struct sample {
@@ -49,6 +84,8 @@ struct stats {
 	struct sample ring[SAMPLES];
 	size_t next, count;
 	char addr[80];
+	TAILQ_HEAD(, ask) asks; /* /cluster requests waiting for answers */
+	size_t nasks;
 };
 
 static void take(struct stats *s, struct sample *out)
@@ -425,6 +462,324 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
 	evbuffer_free(b);
 }
 
+/* ---------------------------------------------------------------- /cluster */
+
+/* This node's summary: what the dashboard shows of each node. The room list
+ * holds at most max_rooms, the most recently active first. */
+static json_t *summary_json(struct stats *s, size_t max_rooms)
+{
+	struct node *n = s->node;
+	const struct node_counters *k = node_counters(n);
+	uint64_t now_ms = node_now_ms(n);
+	json_t *list = json_array();
+	size_t listed = 0;
+	for (struct room *r = rooms_recent(node_rooms(n)); r && listed < max_rooms;
+	     r = room_older(r), listed++)
+		json_array_append_new(list, room_json(n, r, now_ms));
+	return json_pack(
+	    "{s:s, s:s, s:s, s:s, s:s, s:f, s:{s:I, s:I}, s:I, s:o,"
+	    " s:{s:I, s:I, s:o}, s:I, s:I, s:I}",
+	    "id", node_id(n), "name", node_clus(n) ? clus_self(node_clus(n)) : node_id(n),
+	    "version", VROOM_VERSION, "address", node_addr(n), "state",
+	    node_draining(n) ? "draining" : "serving", "uptime_s",
+	    (double)(node_mono_ns() - s->started_ns) / 1e9, "connections", "open",
+	    (json_int_t)conns_count(node_conns(n)), "max", (json_int_t)node_cfg(n)->max_conns,
+	    "streams_open", (json_int_t)strms_count(node_strms(n)), "rates", rates_json(s), "rooms",
+	    "count", (json_int_t)rooms_count(node_rooms(n)), "listed", (json_int_t)listed, "list",
+	    list, "slow_consumer_disconnects", (json_int_t)k->slow_consumers, "failovers",
+	    (json_int_t)k->failovers, "limits_hit", (json_int_t)k->limits_hit);
+}
+
+/* The summary as compact JSON of at most WIRE_NODE_STATS_MAX bytes: rooms
+ * are left off the end of the list (half at a time) until it fits. NULL on
+ * no memory. */
+static char *summary_text(struct stats *s, size_t *len)
+{
+	json_t *root = summary_json(s, SUMMARY_ROOMS);
+	if (!root)
+		return NULL;
+	json_t *rooms = json_object_get(root, "rooms");
+	json_t *list = json_object_get(rooms, "list");
+	char *text;
+	while ((text = json_dumps(root, JSON_COMPACT)) != NULL &&
+	       strlen(text) > WIRE_NODE_STATS_MAX && json_array_size(list) > 0) {
+		free(text);
+		size_t keep = json_array_size(list) / 2;
+		while (json_array_size(list) > keep)
+			json_array_remove(list, json_array_size(list) - 1);
+		json_object_set_new(rooms, "listed", json_integer((json_int_t)keep));
+	}
+	json_decref(root);
+	if (text && strlen(text) > WIRE_NODE_STATS_MAX) {
+		free(text); /* names and the version are bounded: cannot happen */
+		return NULL;
+	}
+	if (text)
+		*len = strlen(text);
+	return text;
+}
+
+void stats_peer_request(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct stats *s = node_stats(n);
+	struct wire_buf *b = node_scratch(n);
+	if (m->rid == 0) {
+		vlog(node_log(n), LOG_WARN, "link %s: NODE_STATS_REQ with request id 0 refused",
+		     peer_name(p));
+		wire_enc_error(b, 0, WIRE_E_BAD_REQUEST,
+			       "NODE_STATS_REQ needs a request id other than 0 to answer to");
+	} else if (!s) {
+		wire_enc_error(b, m->rid, WIRE_E_BAD_REQUEST,
+			       "this node serves no stats (stats = off)");
+	} else {
+		size_t len = 0;
+		char *text = summary_text(s, &len);
+		if (!text) {
+			wire_enc_error(b, m->rid, WIRE_E_INTERNAL,
+				       "out of memory for the node's summary");
+		} else {
+			msgpack_packer *pk = wire_begin(b, WIRE_NODE_STATS, m->rid, 1);
+			wire_pack_bin(pk, text, len);
+			wire_end(b, 0);
+			free(text);
+		}
+	}
+	peer_send(p, b->p, b->len);
+}
+
+/* The member and ask waiting for this rid from this link's node, if any. */
+static struct ask_node *waiting_for(struct stats *s, const struct peer *p, uint64_t rid,
+				    struct ask **of)
+{
+	struct ask *a;
+	if (!s || rid == 0)
+		return NULL;
+	TAILQ_FOREACH(a, &s->asks, next)
+		for (size_t i = 0; i < a->n; i++)
+			if (a->nodes[i].rid == rid && strcmp(a->nodes[i].name, peer_name(p)) == 0) {
+				*of = a;
+				return &a->nodes[i];
+			}
+	return NULL;
+}
+
+/* Copies at most dstlen - 1 bytes of printable ASCII from src (others
+ * become '?'), so that a peer's text is always a valid JSON string. */
+static void copy_text(char *dst, size_t dstlen, const char *src, size_t len)
+{
+	size_t i;
+	for (i = 0; i < len && i + 1 < dstlen; i++)
+		dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
+	dst[i] = '\0';
+}
+
+static void ask_got(struct ask *a, struct ask_node *an)
+{
+	an->rid = 0;
+	if (--a->waiting == 0)
+		event_active(a->timer, EV_TIMEOUT, 1); /* answer after this callback */
+}
+
+void stats_peer_answer(struct stats *s, struct peer *p, const struct wire_msg *m)
+{
+	struct ask *a = NULL;
+	struct ask_node *an = waiting_for(s, p, m->rid, &a);
+	if (!an)
+		return; /* after the deadline, or never asked: nothing waits for it */
+	const struct wire_str *t = &m->f[0].s;
+	json_error_t jerr;
+	if (t->len > WIRE_NODE_STATS_MAX) {
+		snprintf(an->error, sizeof(an->error),
+			 "its summary is %u bytes, over the limit of %u", (unsigned)t->len,
+			 (unsigned)WIRE_NODE_STATS_MAX);
+	} else if (!(an->summary = json_loadb(t->ptr, t->len, JSON_REJECT_DUPLICATES, &jerr))) {
+		char why[sizeof(jerr.text)];
+		copy_text(why, sizeof(why), jerr.text, strlen(jerr.text));
+		snprintf(an->error, sizeof(an->error), "its summary is not JSON: %s", why);
+	} else if (!json_is_object(an->summary)) {
+		json_decref(an->summary);
+		an->summary = NULL;
+		snprintf(an->error, sizeof(an->error), "its summary is not a JSON object");
+	}
+	ask_got(a, an);
+}
+
+int stats_peer_error(struct stats *s, struct peer *p, const struct wire_msg *m)
+{
+	struct ask *a = NULL;
+	struct ask_node *an = waiting_for(s, p, m->rid, &a);
+	if (!an)
+		return 0;
+	if (m->type == WIRE_ERROR) {
+		char msg[120];
+		copy_text(msg, sizeof(msg), m->f[1].s.ptr, m->f[1].s.len);
+		snprintf(an->error, sizeof(an->error), "it answered %s: %s",
+			 wire_err_name((int)m->f[0].u), msg);
+	} else {
+		snprintf(an->error, sizeof(an->error), "it answered OK, not NODE_STATS");
+	}
+	ask_got(a, an);
+	return 1;
+}
+
+static json_t *ask_entry(const struct ask_node *an)
+{
+	json_t *e =
+	    json_pack("{s:s, s:s, s:b}", "name", an->name, "state", an->state, "self", an->self);
+	if (!e)
+		return NULL;
+	if (an->summary) {
+		json_object_set_new(e, "ok", json_true());
+		json_object_set(e, "summary", an->summary);
+	} else {
+		json_object_set_new(e, "ok", json_false());
+		json_object_set_new(e, "error", json_string(an->error));
+	}
+	return e;
+}
+
+static void ask_free(struct ask *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		json_decref(a->nodes[i].summary);
+	if (a->timer)
+		event_free(a->timer);
+	free(a);
+}
+
+/* Answers the request (if its connection is still there, else only frees
+ * it) and forgets the ask. code 200: the nodes as they are; else a short
+ * text (the stats port is closing). */
+static void ask_finish(struct ask *a, int code)
+{
+	struct stats *s = a->s;
+	TAILQ_REMOVE(&s->asks, a, next);
+	s->nasks--;
+	if (a->evcon)
+		evhttp_connection_set_closecb(a->evcon, NULL, NULL);
+	if (a->req && code != 200) {
+		reply_text(a->req, code, "Service Unavailable", "the stats port is closing\n");
+	} else if (a->req) {
+		json_t *list = json_array();
+		for (size_t i = 0; i < a->n; i++) {
+			if (a->nodes[i].rid)
+				snprintf(a->nodes[i].error, sizeof(a->nodes[i].error),
+					 "no answer in %d ms", ASK_WAIT_MS);
+			json_array_append_new(list, ask_entry(&a->nodes[i]));
+		}
+		json_t *root = json_pack("{s:s, s:I, s:o}", "self", a->nodes[0].name, "wait_ms",
+					 (json_int_t)ASK_WAIT_MS, "nodes", list);
+		char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+		json_decref(root);
+		struct evbuffer *b = text ? evbuffer_new() : NULL;
+		if (b) {
+			evbuffer_add(b, text, strlen(text));
+			evbuffer_add(b, "\n", 1);
+			reply(a->req, 200, "OK", "application/json", b);
+			evbuffer_free(b);
+		} else {
+			evhttp_send_error(a->req, 500, "out of memory");
+		}
+		free(text);
+	}
+	ask_free(a);
+}
+
+static void on_ask_timer(evutil_socket_t fd, short what, void *arg)
+{
+	ask_finish(arg, 200);
+}
+
+/* The client closed the connection before the answer (or the server is being
+ * freed). In the first case libevent has detached the request and leaves it
+ * to us: answering it only frees it. In the second the request goes with
+ * its connection. Either way the ask ends after this callback. */
+static void on_ask_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct ask *a = arg;
+	if (a->req && evhttp_request_get_connection(a->req) == evcon)
+		a->req = NULL;
+	a->evcon = NULL;
+	vlog(node_log(a->s->node), LOG_INFO,
+	     "a /cluster request's connection closed before its answer");
+	event_active(a->timer, EV_TIMEOUT, 1);
+}
+
+static void cluster_request(struct stats *s, struct evhttp_request *req)
+{
+	struct node *n = s->node;
+	struct clus *cl = node_clus(n);
+	if (s->nasks >= ASKS_MAX) {
+		reply_text(req, 503, "Service Unavailable",
+			   "too many /cluster requests are waiting for other nodes; try again\n");
+		return;
+	}
+	size_t total = cl ? memb_count(clus_memb(cl)) : 1;
+	struct ask *a = calloc(1, sizeof(*a) + (total ? total : 1) * sizeof(a->nodes[0]));
+	json_t *self = summary_json(s, SUMMARY_ROOMS);
+	if (!a || !self || !(a->timer = evtimer_new(node_base(n), on_ask_timer, a))) {
+		json_decref(self);
+		if (a)
+			ask_free(a);
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	a->s = s;
+	a->req = req;
+	/* This node first, then the members in the order memb keeps them. The
+	 * names are copied before anything is sent: memb's own are valid only
+	 * until its next change, which a failing link may cause. */
+	struct ask_node *me = &a->nodes[a->n++];
+	snprintf(me->name, sizeof(me->name), "%s", cl ? clus_self(cl) : node_id(n));
+	me->state = node_draining(n) ? "leaving" : "alive";
+	me->self = 1;
+	me->summary = self;
+	static const char *states[] = {"alive", "suspect", "dead", "left"};
+	for (size_t i = 0; cl && i < total; i++) {
+		const struct memb_member *mm = memb_at(clus_memb(cl), i);
+		if (strcmp(mm->name, clus_self(cl)) == 0)
+			continue;
+		struct ask_node *an = &a->nodes[a->n++];
+		snprintf(an->name, sizeof(an->name), "%s", mm->name);
+		an->state = states[mm->state & 3];
+		an->ask = mm->state == MEMB_ALIVE || mm->state == MEMB_SUSPECT;
+		if (!an->ask)
+			snprintf(an->error, sizeof(an->error), "not asked: the member is %s",
+				 an->state);
+	}
+	TAILQ_INSERT_TAIL(&s->asks, a, next);
+	s->nasks++;
+	for (size_t i = 1; i < a->n; i++) {
+		struct ask_node *an = &a->nodes[i];
+		if (!an->ask)
+			continue;
+		struct peer *p = clus_peer(cl, an->name);
+		if (!p) {
+			snprintf(an->error, sizeof(an->error), "no link to the member");
+			continue;
+		}
+		uint64_t rid = route_new_rid(n);
+		struct wire_buf *b = node_scratch(n);
+		wire_begin(b, WIRE_NODE_STATS_REQ, rid, 0);
+		wire_end(b, 0);
+		if (peer_send(p, b->p, b->len) < 0) {
+			snprintf(an->error, sizeof(an->error), "the link to the member failed");
+			continue;
+		}
+		an->rid = rid;
+		a->waiting++;
+	}
+	if (a->waiting == 0) {
+		ask_finish(a, 200);
+		return;
+	}
+	a->evcon = evhttp_request_get_connection(req);
+	if (a->evcon)
+		evhttp_connection_set_closecb(a->evcon, on_ask_closed, a);
+	struct timeval tv = {0, ASK_WAIT_MS * 1000};
+	evtimer_add(a->timer, &tv);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct stats *s = arg;
@@ -468,6 +823,10 @@ static void on_request(struct evhttp_request *req, void *arg)
 		evbuffer_add(b, "\n", 1);
 		free(text);
 		reply(req, 200, "OK", "application/json", b);
+	} else if (strcmp(path, "/cluster") == 0) {
+		evbuffer_free(b);
+		cluster_request(s, req);
+		return;
 	} else if (strcmp(path, "/metrics") == 0) {
 		metrics_text(s, b);
 		reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b);
@@ -478,7 +837,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 				  "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
 		reply(req, 200, "OK", "text/html; charset=utf-8", b);
 	} else {
-		evbuffer_add_printf(b, "no such page; try /, /stats, /metrics or /healthz\n");
+		evbuffer_add_printf(
+		    b, "no such page; try /, /stats, /cluster, /metrics or /healthz\n");
 		reply(req, 404, "Not Found", "text/plain; charset=utf-8", b);
 	}
 	evbuffer_free(b);
@@ -516,6 +876,7 @@ struct stats *stats_new(struct node *n, const char *addr, int insecure, char *wh
 	if (!s)
 		goto nomem;
 	s->node = n;
+	TAILQ_INIT(&s->asks);
 	s->loopback = loopback;
 	s->started_ns = node_mono_ns();
 	s->http = evhttp_new(node_base(n));
@@ -563,6 +924,7 @@ struct stats *stats_new(struct node *n, const char *addr, int insecure, char *wh
 	event_add(s->tick, &tv);
 	/* Tests and scripts read this line to learn an ephemeral port. */
 	vlog(node_log(n), LOG_NOTICE, "node %s stats on %s (http)", node_id(n), s->addr);
+	node_set_stats(n, s);
 	return s;
 
 nomem:
@@ -578,6 +940,14 @@ void stats_free(struct stats *s)
 {
 	if (!s)
 		return;
+	if (node_stats(s->node) == s)
+		node_set_stats(s->node, NULL);
+	/* Requests still waiting for other nodes are answered first, so that
+	 * libevent owns each again: evhttp_free then frees them with the
+	 * connections it closes (without flushing the 503), and one whose
+	 * client had already gone is freed by the answer itself. */
+	while (!TAILQ_EMPTY(&s->asks))
+		ask_finish(TAILQ_FIRST(&s->asks), 503);
 	if (s->http)
 		evhttp_free(s->http); /* closes the port and open requests */
 	if (s->tick)

@@ -58,6 +58,8 @@ static const struct wire_schema schemas[] = {
 	{WIRE_REPL_STATE, "sslu|u"},
 	{WIRE_REPL_PUSH, "suuub"},
 	{WIRE_REPL_GONE, "s"},
+	{WIRE_NODE_STATS_REQ, ""},
+	{WIRE_NODE_STATS, "b"},
 };
 
 static const char *schema_of(unsigned type)

@@ -34,6 +34,10 @@
 #define WIRE_DESTS_MAX	   64	/* destination identities per stream */
 #define WIRE_TOPICS_MAX	   16	/* topics per subscription */
 
+/* Bytes of a NODE_STATS summary (JSON): small enough that the frame fits
+ * the frame limit of every node link (2 x WIRE_FRAME_MIN_MAX + 64 KiB). */
+#define WIRE_NODE_STATS_MAX (64u << 10)
+
 /* Message types: grouped by hundreds, never renumbered; retired values stay
  * reserved. */
 enum wire_type {
@@ -78,6 +82,8 @@ enum wire_type {
 	WIRE_REPL_STATE = 506,
 	WIRE_REPL_PUSH = 507,
 	WIRE_REPL_GONE = 508,
+	WIRE_NODE_STATS_REQ = 509, /* the stats port of one node asks another's summary */
+	WIRE_NODE_STATS = 510,	   /* the answer: a JSON summary, same rid */
 };
 
 /* Error codes: one enum, stable numbers, mapped to names in wire_err_name().

@@ -12,6 +12,7 @@ else to a temporary directory.
 """
 
 import atexit
+import base64
 import ctypes
 import errno
 import os
@@ -349,6 +350,125 @@ def split_frames(data):
         out.append(msgpack.unpackb(data[i + 4:i + 4 + n], raw=False, strict_map_key=False))
         i += 4 + n
     return out, len(data) - i
+
+
+# ---------------------------------------------------------------- node links
+
+class Sodium:
+    """What the test needs of libsodium (the node's own crypto), via ctypes."""
+
+    def __init__(self):
+        self.lib = ctypes.CDLL("libsodium.so.23")
+        check(self.lib.sodium_init() >= 0, "sodium_init failed")
+        self.lib.crypto_secretstream_xchacha20poly1305_statebytes.restype = ctypes.c_size_t
+
+    def kdf(self, key, subkey_id, size=32, ctx=b"vroomclu"):
+        out = ctypes.create_string_buffer(size)
+        rc = self.lib.crypto_kdf_derive_from_key(out, ctypes.c_size_t(size),
+                                                 ctypes.c_uint64(subkey_id), ctx, key)
+        check(rc == 0, "crypto_kdf_derive_from_key failed")
+        return out.raw
+
+    def seal_dgram(self, key, plain):
+        """A datagram as cluster/seal.c makes it: nonce, then AEAD output."""
+        sub = self.kdf(key, 1)
+        nonce = os.urandom(24)
+        out = ctypes.create_string_buffer(len(plain) + 16)
+        clen = ctypes.c_ulonglong()
+        ad = b"vroom-dgram-1"
+        self.lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            out, ctypes.byref(clen), plain, ctypes.c_ulonglong(len(plain)), ad,
+            ctypes.c_ulonglong(len(ad)), None, nonce, sub)
+        return nonce + out.raw[:clen.value]
+
+    def stream_push(self, key):
+        """(state, header) for one direction of a node link under key."""
+        st = ctypes.create_string_buffer(self.lib.crypto_secretstream_xchacha20poly1305_statebytes())
+        hdr = ctypes.create_string_buffer(24)
+        self.lib.crypto_secretstream_xchacha20poly1305_init_push(st, hdr, self.kdf(key, 2))
+        return st, hdr.raw
+
+    def stream_pull(self, key, hdr):
+        st = ctypes.create_string_buffer(self.lib.crypto_secretstream_xchacha20poly1305_statebytes())
+        rc = self.lib.crypto_secretstream_xchacha20poly1305_init_pull(st, hdr, self.kdf(key, 2))
+        check(rc == 0, "init_pull failed")
+        return st
+
+    def push(self, st, msg):
+        out = ctypes.create_string_buffer(len(msg) + 17)
+        clen = ctypes.c_ulonglong()
+        self.lib.crypto_secretstream_xchacha20poly1305_push(
+            st, out, ctypes.byref(clen), msg, ctypes.c_ulonglong(len(msg)), None,
+            ctypes.c_ulonglong(0), ctypes.c_ubyte(0))
+        return out.raw[:clen.value]
+
+    def pull(self, st, c):
+        out = ctypes.create_string_buffer(max(len(c) - 17, 1))
+        mlen = ctypes.c_ulonglong()
+        tag = ctypes.c_ubyte()
+        rc = self.lib.crypto_secretstream_xchacha20poly1305_pull(
+            st, out, ctypes.byref(mlen), ctypes.byref(tag), c, ctypes.c_ulonglong(len(c)), None,
+            ctypes.c_ulonglong(0))
+        return None if rc != 0 else out.raw[:mlen.value]
+
+
+def read_key(path):
+    with open(path) as f:
+        key = base64.b64decode(f.read().strip())
+    check(len(key) == 32, "%s does not hold a 32-byte key" % path)
+    return key
+
+
+class Link:
+    """A node link to a vroomd's cluster address, as another node would make
+    it (docs/protocol.md "Node links"): stream headers, PEER_HELLO echoing
+    the node's header, then frames each sealed as one secretstream message."""
+
+    def __init__(self, sodium, key, addr, name="intruder", timeout=10.0):
+        host, port = addr.rsplit(":", 1)
+        self.sod = sodium
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.buf = b""
+        node_hdr = self._exact(24, time.monotonic() + timeout)
+        self.tx, my_hdr = sodium.stream_push(key)
+        self.rx = sodium.stream_pull(key, node_hdr)
+        self.sock.sendall(my_hdr)
+        self.send([500, 0, name, WIRE_VERSION, node_hdr])  # PEER_HELLO
+        v = self.recv(timeout)
+        check(v[0] == 500 and v[4] == my_hdr, "the node's PEER_HELLO: %r" % (v,))
+        self.peer = v[2]
+
+    def _exact(self, n, deadline):
+        while len(self.buf) < n:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                b = self.sock.recv(65536)
+            except socket.timeout:
+                raise TestFailure("the node link sent nothing in time")
+            except ConnectionResetError:
+                b = b""
+            if not b:
+                raise Closed()
+            self.buf += b
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send(self, value):
+        c = self.sod.push(self.tx, frame_bytes(value))
+        self.sock.sendall(struct.pack(">I", len(c)) + c)
+
+    def recv(self, timeout=5.0):
+        """The next frame from the node, decoded; Closed if the link closed."""
+        deadline = time.monotonic() + timeout
+        clen = struct.unpack(">I", self._exact(4, deadline))[0]
+        plain = self.sod.pull(self.rx, self._exact(clen, deadline))
+        check(plain is not None, "a message from the node does not open")
+        check(len(plain) >= 4 and struct.unpack(">I", plain[:4])[0] == len(plain) - 4,
+              "a message from the node is not one frame")
+        return msgpack.unpackb(plain[4:], raw=False)
+
+    def close(self):
+        self.sock.close()
 
 
 # ---------------------------------------------------------------- a client

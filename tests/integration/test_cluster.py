@@ -54,8 +54,6 @@ id that moved must have moved to the new node (rendezvous moves nothing
 else) and the moved count obeys the same bound.
 """
 
-import base64
-import ctypes
 import hashlib
 import http.client
 import json
@@ -75,8 +73,8 @@ from harness import (
     CREATE, DELIVER, ERROR, GRANT, INFO, OK, PING, PONG, PUSH, REMOVE, REVOKE, ROOM_CLOSED,
     SUBSCRIBE, UNSUBSCRIBE,
     E_FORBIDDEN, E_NOT_OWNER, E_UNKNOWN_ROOM,
-    Closed, Node, TestFailure, check, frame_bytes, hello, is_closed, pack, recv_frame,
-    run_cases, send_frame, tail,
+    Closed, Node, Sodium, TestFailure, check, frame_bytes, hello, is_closed, pack, read_key,
+    recv_frame, run_cases, send_frame, tail,
 )
 
 PLACE = 108
@@ -98,73 +96,6 @@ S = {"nodes": {}, "conns": []}
 
 def say(msg):
     print("      " + msg, flush=True)
-
-
-# ---------------------------------------------------------------- libsodium
-
-class Sodium:
-    """What the test needs of libsodium (the node's own crypto), via ctypes."""
-
-    def __init__(self):
-        self.lib = ctypes.CDLL("libsodium.so.23")
-        check(self.lib.sodium_init() >= 0, "sodium_init failed")
-        self.lib.crypto_secretstream_xchacha20poly1305_statebytes.restype = ctypes.c_size_t
-
-    def kdf(self, key, subkey_id, size=32, ctx=b"vroomclu"):
-        out = ctypes.create_string_buffer(size)
-        rc = self.lib.crypto_kdf_derive_from_key(out, ctypes.c_size_t(size),
-                                                 ctypes.c_uint64(subkey_id), ctx, key)
-        check(rc == 0, "crypto_kdf_derive_from_key failed")
-        return out.raw
-
-    def seal_dgram(self, key, plain):
-        """A datagram as cluster/seal.c makes it: nonce, then AEAD output."""
-        sub = self.kdf(key, 1)
-        nonce = os.urandom(24)
-        out = ctypes.create_string_buffer(len(plain) + 16)
-        clen = ctypes.c_ulonglong()
-        ad = b"vroom-dgram-1"
-        self.lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            out, ctypes.byref(clen), plain, ctypes.c_ulonglong(len(plain)), ad,
-            ctypes.c_ulonglong(len(ad)), None, nonce, sub)
-        return nonce + out.raw[:clen.value]
-
-    def stream_push(self, key):
-        """(state, header) for one direction of a node link under key."""
-        st = ctypes.create_string_buffer(self.lib.crypto_secretstream_xchacha20poly1305_statebytes())
-        hdr = ctypes.create_string_buffer(24)
-        self.lib.crypto_secretstream_xchacha20poly1305_init_push(st, hdr, self.kdf(key, 2))
-        return st, hdr.raw
-
-    def stream_pull(self, key, hdr):
-        st = ctypes.create_string_buffer(self.lib.crypto_secretstream_xchacha20poly1305_statebytes())
-        rc = self.lib.crypto_secretstream_xchacha20poly1305_init_pull(st, hdr, self.kdf(key, 2))
-        check(rc == 0, "init_pull failed")
-        return st
-
-    def push(self, st, msg):
-        out = ctypes.create_string_buffer(len(msg) + 17)
-        clen = ctypes.c_ulonglong()
-        self.lib.crypto_secretstream_xchacha20poly1305_push(
-            st, out, ctypes.byref(clen), msg, ctypes.c_ulonglong(len(msg)), None,
-            ctypes.c_ulonglong(0), ctypes.c_ubyte(0))
-        return out.raw[:clen.value]
-
-    def pull(self, st, c):
-        out = ctypes.create_string_buffer(max(len(c) - 17, 1))
-        mlen = ctypes.c_ulonglong()
-        tag = ctypes.c_ubyte()
-        rc = self.lib.crypto_secretstream_xchacha20poly1305_pull(
-            st, out, ctypes.byref(mlen), ctypes.byref(tag), c, ctypes.c_ulonglong(len(c)), None,
-            ctypes.c_ulonglong(0))
-        return None if rc != 0 else out.raw[:mlen.value]
-
-
-def read_key(path):
-    with open(path) as f:
-        key = base64.b64decode(f.read().strip())
-    check(len(key) == 32, "%s does not hold a 32-byte key" % path)
-    return key
 
 
 def keygen(path):

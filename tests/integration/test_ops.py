@@ -13,7 +13,13 @@ unless the case is about how vroomd exits.
     /metrics (accepted by `promtool check metrics`), / (the dashboard,
     rendered by headless Chromium, which must show the member), limits on
     requests (headers, methods, Host), loopback only unless --insecure; a
-    cluster of three nodes as one of them shows it.
+    cluster of three nodes as one of them shows it: /cluster on n1 lists
+    every node with its summary (a room relayed by n2 in n2's), the rendered
+    dashboard of n1 a section per node with its rooms and rates; a node link
+    asking NODE_STATS_REQ (rid 0: bad_request; a NODE_STATS that is not bin
+    drops the link); a frozen member (SIGSTOP) shows "no answer in 500 ms"
+    and /cluster still answers within 1.5 s, 16 at most waiting (the rest
+    503), clients leaving early; a /cluster pending at SIGTERM.
   - signals: SIGHUP applies live settings and names those that need a
     restart; a bad file changes nothing; SIGTERM drains (/healthz 503, the
     client told why) within drain_timeout; a second SIGTERM exits at once.
@@ -37,12 +43,15 @@ import tempfile
 import time
 
 from harness import (
-    CREATE, DELIVER, E_SHUTDOWN, OK, PUSH, SUBSCRIBE, Client, Node, TestFailure, check,
-    expect_error, recv_frame, run_cases, send_frame, tail, vroomd_path,
+    CREATE, DELIVER, E_BAD_REQUEST, E_SHUTDOWN, ERROR, OK, PUSH, REMOVE, SUBSCRIBE, Client,
+    Closed, Link, Node, Sodium, TestFailure, check, expect_error, read_key, recv_frame,
+    run_cases, send_frame, tail, vroomd_path,
 )
 
 SRC = os.environ.get("VROOM_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
 STATS_RE = re.compile(r"stats on (\S+):(\d+) \(http\)")
+PLACE = 108
+NODE_STATS_REQ, NODE_STATS = 509, 510
 TMP = tempfile.mkdtemp(prefix="vroom-ops-")
 
 
@@ -88,11 +97,24 @@ def get(port, path, host=None, method="GET", headers=None, timeout=5):
         c.close()
 
 
-def get_json(port):
-    status, hdrs, body = get(port, "/stats")
-    check(status == 200, "/stats: HTTP %d" % status)
-    check(hdrs.get("Content-Type") == "application/json", "/stats Content-Type %r" % hdrs)
+def get_json(port, path="/stats", timeout=5):
+    status, hdrs, body = get(port, path, timeout=timeout)
+    check(status == 200, "%s: HTTP %d %r" % (path, status, body[:200]))
+    check(hdrs.get("Content-Type") == "application/json", "%s Content-Type %r" % (path, hdrs))
     return json.loads(body)
+
+
+def cluster_view(port, timeout=5):
+    """GET /cluster: {name: entry}, checking the entries' common shape."""
+    d = get_json(port, "/cluster", timeout=timeout)
+    out = {}
+    for e in d["nodes"]:
+        check(e["ok"] == ("summary" in e) and e["ok"] != ("error" in e), "/cluster entry %r" % e)
+        check(e["name"] not in out, "/cluster lists %s twice" % e["name"])
+        out[e["name"]] = e
+    check([e["self"] for e in d["nodes"]].count(True) == 1 and d["nodes"][0]["self"]
+          and d["self"] == d["nodes"][0]["name"], "/cluster: self first: %r" % d)
+    return out
 
 
 def wait_for(cond, timeout, what):
@@ -295,6 +317,18 @@ def case_stats_endpoints():
         check("default-src 'none'" in hdrs.get("Content-Security-Policy", ""),
               "the dashboard has no strict CSP: %r" % hdrs)
         check(not re.search(rb"(src|href)=\"(https?:)?//", body), "the dashboard loads external assets")
+        # Without a cluster, /cluster is this node alone, answered at once.
+        t0 = time.monotonic()
+        view = cluster_view(port)
+        check(time.monotonic() - t0 < 0.4, "/cluster without a cluster waited")
+        e = view.get(d["node"]["id"])
+        check(len(view) == 1 and e and e["ok"] and e["state"] == "alive", "/cluster: %r" % view)
+        sm = e["summary"]
+        check(sm["id"] == d["node"]["id"] and sm["state"] == "serving"
+              and sm["connections"]["open"] == 3 and sm["rooms"]["count"] == 1
+              and room.startswith(sm["rooms"]["list"][0]["id_prefix"])
+              and sm["rooms"]["list"][0]["pushes"] == 20 and sm["rates"]["pushes_per_s"] > 0,
+              "/cluster summary: %r" % sm)
         status, _, _ = get(port, "/nope")
         check(status == 404, "/nope: %d" % status)
         for c in [owner] + readers:
@@ -383,7 +417,8 @@ def case_dashboard_in_chromium():
         row = m.group(1)
         check("alive" in row and "%s:%d" % (node.host, node.port) in row,
               "the member row lacks its state or address: %s" % row)
-        check(re.search(r'<section data-node="%s">' % node_id, dom), "no section for the node")
+        check(re.search(r'<section data-node="%s" data-ok="true">' % node_id, dom),
+              "no section for the node")
         check(room[:6] + "…" in dom and ">owner<" in dom, "the room is not shown:\n%s" % dom[-3000:])
         for c in [owner] + readers:
             c.close()
@@ -438,6 +473,11 @@ def case_cluster_of_three():
             return d if sorted(m) == ["n1", "n2", "n3"] and all(
                 x["state"] == "alive" for x in m.values()) else None
         d = wait_for(all_alive, 15, "n1 to see n2 and n3 alive")
+        # Every node sees every other (placement agrees) before rooms are made.
+        for n in nodes[1:]:
+            wait_for(lambda: sorted(m["name"] for m in get_json(stats_port(n))["members"]
+                                    if m["state"] == "alive") == ["n1", "n2", "n3"],
+                     15, "%s to see all three alive" % n.name)
         check(get(port, "/healthz")[0] == 200, "/healthz after joining")
         for m in d["members"]:
             n = nodes[int(m["name"][1:]) - 1]
@@ -451,11 +491,175 @@ def case_cluster_of_three():
                            timeout=30)
         check(p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(),
               "promtool check metrics (cluster): %s %s" % (p.stdout, p.stderr))
+
+        # /cluster on n1: every member with its own summary, over the node links.
+        view = wait_for(lambda: (lambda v: v if all(e["ok"] for e in v.values()) else None)(
+            cluster_view(port)), 10, "every node's summary in n1's /cluster")
+        check(sorted(view) == ["n1", "n2", "n3"], "/cluster on n1 lists %s" % sorted(view))
+        for name, e in view.items():
+            sm = e["summary"]
+            check(e["state"] == "alive" and e["self"] == (name == "n1") and sm["name"] == name
+                  and sm["state"] == "serving" and sm["address"] == "%s:%d" % (
+                      nodes[int(name[1:]) - 1].host, nodes[int(name[1:]) - 1].port),
+                  "/cluster entry for %s: %r" % (name, e))
+            for k in ("pushes_per_s", "deliveries_per_s", "bytes_in_per_s", "bytes_out_per_s"):
+                check(k in sm["rates"], "%s's summary has no %s: %r" % (name, k, sm))
+
+        # A room relayed by n2, made, subscribed and pushed to through n2: n1
+        # does not hold it, yet its /cluster shows it in n2's figures.
+        n2 = nodes[1]
+        owner, reader = Client(n2, "owner2"), Client(n2, "reader2")
+        for _ in range(200):
+            room = owner.create()
+            if owner.ok(PLACE, room)["relay"] == "n2":
+                break
+            owner.ok(REMOVE, room)
+        else:
+            raise TestFailure("200 rooms made through n2 and none relayed by n2")
+        reader.subscribe(room)
+        for i in range(20):
+            owner.push(room, b"p" * 100)
+        for i in range(20):
+            v = reader.next_event()
+            check(v[0] == DELIVER and v[3] == i + 1, "reader on n2 got %r" % (v[:4],))
+        check(not any(room.startswith(r["id_prefix"]) for r in get_json(port)["rooms"]["list"]),
+              "n1 lists n2's room in its own /stats")
+        sm = cluster_view(port)["n2"]["summary"]
+        mine = [r for r in sm["rooms"]["list"] if room.startswith(r["id_prefix"])]
+        check(sm["rooms"]["count"] >= 1 and len(mine) == 1, "n2's rooms as n1 shows them: %r"
+              % sm["rooms"])
+        n2_rooms = sm["rooms"]["count"]
+        r = mine[0]
+        check(r["relay"] == "n2" and r["owner"] == "owner2" and r["pushes"] == 20
+              and r["subscribers_local"] == 1 and len(r["backups"]) == 2
+              and "n2" not in r["backups"], "n2's room as n1 shows it: %r" % r)
+        check(sm["connections"]["open"] == 2 and sm["rates"]["pushes_per_s"] > 0
+              and sm["rates"]["deliveries_per_s"] > 0 and sm["rates"]["bytes_in_per_s"] > 0,
+              "n2's rates as n1 shows them: %r" % sm)
+
+        # The dashboard of n1, rendered: the members, and a section per node
+        # with its figures, n2's with its room.
         dom = chromium_dom("http://127.0.0.1:%d/" % port)
         for name in ("n1", "n2", "n3"):
             m = re.search(r'<tr data-member="%s">(.*?)</tr>' % name, dom, re.S)
             check(m and "alive" in m.group(1),
                   "the dashboard does not show member %s alive:\n%s" % (name, dom[-3000:]))
+        sections = dict(re.findall(r'<section data-node="(n\d)" data-ok="true">(.*?)</section>',
+                                   dom, re.S))
+        check(sorted(sections) == ["n1", "n2", "n3"],
+              "the dashboard's node sections: %s\n%s" % (sorted(sections), dom[-4000:]))
+        for name, sec in sections.items():
+            for field in ("pushes_per_s", "deliveries_per_s", "bytes_in_per_s",
+                          "bytes_out_per_s", "connections"):
+                check('data-field="%s"' % field in sec, "%s's section lacks %s" % (name, field))
+        n2sec = sections["n2"]
+        check(re.search(r'data-field="rooms">%d<' % n2_rooms, n2sec)
+              and re.search(r'data-field="connections">2 / ', n2sec),
+              "n2's section does not show %d rooms and 2 connections:\n%s" % (n2_rooms, n2sec))
+        m = re.search(r'<tr data-room="%s">(.*?)</tr>' % re.escape(room[:6]), n2sec, re.S)
+        check(m and ">owner2<" in m.group(1) and 'data-field="pushes">20<' in m.group(1),
+              "n2's section does not show its room:\n%s" % n2sec)
+        check('data-room="%s"' % room[:6] not in sections["n1"] + sections["n3"],
+              "n2's room shows under another node")
+        owner.close()
+        reader.close()
+
+        # A node link speaking NODE_STATS_REQ to n1 (docs/protocol.md): a
+        # summary for a rid, bad_request for rid 0; an unasked NODE_STATS is
+        # dropped; one whose summary is not bin/str drops the link.
+        sod = Sodium()
+        key_bytes = read_key(key)
+        caddr = "127.0.0.1:%d" % ports[0]
+        link = Link(sod, key_bytes, caddr)
+        link.send([NODE_STATS_REQ, 7])
+        v = link.recv()
+        check(v[0] == NODE_STATS and v[1] == 7 and isinstance(v[2], bytes)
+              and len(v[2]) <= 65536, "NODE_STATS_REQ on a link: %r" % (v[:2],))
+        sm = json.loads(v[2])
+        check(sm["name"] == "n1" and "rates" in sm and "rooms" in sm, "n1's summary: %r" % sm)
+        link.send([NODE_STATS_REQ, 0])
+        v = link.recv()
+        check(v[0] == ERROR and v[1] == 0 and v[2] == E_BAD_REQUEST and "request id" in v[3],
+              "NODE_STATS_REQ with rid 0: %r" % (v,))
+        link.send([NODE_STATS, 99, b"{}"])
+        link.send([NODE_STATS_REQ, 8])
+        v = link.recv()
+        check(v[0] == NODE_STATS and v[1] == 8, "after an unasked NODE_STATS: %r" % (v[:2],))
+        bad_links = lambda: int(re.search(rb"^vroom_cluster_bad_links_total (\d+)$",
+                                          get(port, "/metrics")[2], re.M).group(1))
+        bl0 = bad_links()
+        link.send([NODE_STATS, 100, 12345])
+        try:
+            v = link.recv()
+            raise TestFailure("a NODE_STATS without a bin summary got %r" % (v,))
+        except Closed:
+            pass
+        link.close()
+        wait_for(lambda: bad_links() == bl0 + 1, 5, "the bad link counted")
+
+        # A frozen member: /cluster still answers after its 500 ms wait and
+        # says so; at most 16 such requests wait at once, the others get 503;
+        # a client that leaves before the answer costs nothing.
+        n3 = nodes[2]
+        n3.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            view = cluster_view(port)
+            took = time.monotonic() - t0
+            e = view["n3"]
+            check(not e["ok"] and e["error"] == "no answer in 500 ms" and view["n2"]["ok"],
+                  "/cluster with n3 frozen: %r" % e)
+            check(0.45 <= took <= 1.5, "/cluster with n3 frozen took %.2f s" % took)
+            print("       /cluster with a frozen member answered in %.2f s" % took)
+            socks = []
+            for _ in range(20):
+                sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sk.sendall(b"GET /cluster HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                socks.append(sk)
+            codes = []
+            for sk in socks:
+                line = sk.makefile("rb").readline()
+                codes.append(int(line.split()[1]))
+                sk.close()
+            check(codes.count(200) == 16 and codes.count(503) == 4,
+                  "20 /cluster at once with n3 frozen: %r" % codes)
+            for _ in range(3):  # gone before the answer
+                sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sk.sendall(b"GET /cluster HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                time.sleep(0.05)
+                sk.close()
+            check(not cluster_view(port)["n3"]["ok"], "n3 answered while frozen")
+        finally:
+            n3.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: cluster_view(port)["n3"]["ok"], 15, "n3's summary after SIGCONT")
+        check(n1.alive(), "n1 died")
+
+        # n1 stopped while a /cluster waits for a frozen n3: the request is
+        # answered 503 or, as evhttp_free does not flush, its connection just
+        # closes; n1 exits 0 with a clean log.
+        n3.proc.send_signal(signal.SIGSTOP)
+        try:
+            sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sk.sendall(b"GET /cluster HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            time.sleep(0.1)
+            n1.terminate()
+            data = b""
+            try:
+                while True:
+                    b = sk.recv(65536)
+                    if not b:
+                        break
+                    data += b
+            except (ConnectionResetError, socket.timeout):
+                pass
+            sk.close()
+            check(data == b"" or data.startswith(b"HTTP/1.1 503"),
+                  "/cluster pending at SIGTERM: %r" % data[:200])
+            print("       /cluster pending at SIGTERM: %s" % (
+                data.split(b"\r\n", 1)[0].decode() if data else "connection closed"))
+            n1.stop()
+        finally:
+            n3.proc.send_signal(signal.SIGCONT)
     finally:
         for n in nodes:
             n.stop()

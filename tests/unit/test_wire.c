@@ -174,6 +174,8 @@ static const struct rt_case rt_cases[] = {
 	{"NODE_SUB", WIRE_NODE_SUB, "su"},
 	{"SESSION_END", WIRE_SESSION_END, "u"},
 	{"STREAM_ACK", WIRE_STREAM_ACK, "su"},
+	{"NODE_STATS_REQ", WIRE_NODE_STATS_REQ, ""},
+	{"NODE_STATS", WIRE_NODE_STATS, "b"},
 };
 #define NCASES (sizeof(rt_cases) / sizeof(rt_cases[0]))
 
@@ -853,6 +855,17 @@ static void test_wrong_field_types(void **state)
 	wire_end(&f->b, 0);
 	expect_bad_buf(f, WIRE_E_BAD_FRAME, why);
 
+	/* NODE_STATS: the summary ('b') may be bin or str, not a uint */
+	pk = wire_begin(&f->b, WIRE_NODE_STATS, 9, 1);
+	msgpack_pack_unsigned_int(pk, 12345);
+	wire_end(&f->b, 0);
+	expect_bad_buf(f, WIRE_E_BAD_FRAME, why);
+
+	/* NODE_STATS: the summary is not optional */
+	wire_begin(&f->b, WIRE_NODE_STATS, 9, 0);
+	wire_end(&f->b, 0);
+	expect_bad_buf(f, WIRE_E_BAD_FRAME, "missing");
+
 	/* GRANT: an identity ('s') must be str, bin is refused */
 	pk = wire_begin(&f->b, WIRE_GRANT, 1, 2);
 	wire_pack_cstr(pk, "room");
@@ -1023,7 +1036,7 @@ static void test_root_not_array(void **state)
 static void test_unknown_type(void **state)
 {
 	struct fx *f = *state;
-	const unsigned types[] = {0, 7, 99, 109, 304, 399, 401, 499, 509, 65535};
+	const unsigned types[] = {0, 7, 99, 109, 304, 399, 401, 499, 511, 599, 65535};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		assert_false(wire_type_known(types[i]));
