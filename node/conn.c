@@ -15,6 +15,7 @@
 #include "node/guard.h"
 #include "node/node.h"
 #include "node/park.h"
+#include "node/repl.h"
 #include "node/ops.h"
 #include "node/route.h"
 #include "node/streams.h"
@@ -215,6 +216,7 @@ static void conn_kill(struct conn *c, const char *why)
 		return;
 	drop_subs(c);
 	park_conn_gone(c->node, c);
+	repl_conn_gone(c->node, c);
 	if (!c->proxy)
 		route_conn_gone(c->node, c);
 	else

@@ -423,8 +423,7 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	size_t hlen = (size_t)(h - hdr);
 	put_be32(hdr, hlen - WIRE_HDR + data->len + sizeof(trailer));
 
-	struct node_counters *k = node_counters(n);
-	k->pushes++;
+	node_counters(n)->pushes++;
 	struct blob *frame = blob_new(hlen + data->len + sizeof(trailer));
 	if (!frame) {
 		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory");
@@ -434,11 +433,23 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	memcpy(blob_data(frame) + hlen, data->ptr, data->len);
 	memcpy(blob_data(frame) + hlen + data->len, trailer, sizeof(trailer));
 
+	/* In a cluster the push goes to the room's backups first; it is
+	 * delivered and acknowledged once the first backup holds it. */
+	repl_push(n, r, seq, conn_sid(c), m->rid, frame);
+	if (!repl_hold(n, r, seq, c, m->rid, frame, data->len, node_read_ns(n)))
+		ops_push_done(n, r, c, m->rid, seq, frame, data->len, node_read_ns(n));
+	blob_unref(frame);
+}
+
+void ops_push_done(struct node *n, struct room *r, struct conn *c, uint64_t rid, uint64_t seq,
+		   struct blob *frame, size_t data_len, uint64_t t0_ns)
+{
+	struct node_counters *k = node_counters(n);
 	struct room_sub *s, *next;
 	uint64_t delivered = 0;
-	for (s = room_subs(r); s; s = next) {
+	for (s = r ? room_subs(r) : NULL; s; s = next) {
 		next = room_sub_next(s); /* a slow consumer is dropped below */
-		if (room_sub_who(s) == c)
+		if (c && room_sub_who(s) == c)
 			continue;
 		if (node_send_blob(n, s, frame) == 0)
 			delivered++;
@@ -447,21 +458,19 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	 * tenth of the node's time with small pushes): each delivery counts
 	 * the time to the last hand-off. */
 	if (delivered) {
-		uint64_t lat = node_mono_ns() - node_read_ns(n);
+		uint64_t lat = node_mono_ns() - t0_ns;
 		k->deliveries += delivered;
-		k->delivered_bytes += delivered * data->len;
+		k->delivered_bytes += delivered * data_len;
 		for (uint64_t i = 0; i < delivered; i++)
 			node_latency_add(n, lat);
 	}
-	repl_push(n, r, seq, conn_sid(c), m->rid, frame);
-	blob_unref(frame);
-
+	if (!c)
+		return; /* the pusher is gone */
 	/* OK [3, rid, seq] */
-	uint8_t ok[WIRE_HDR + 1 + 1 + 9 + 9];
-	h = ok + WIRE_HDR;
+	uint8_t ok[WIRE_HDR + 1 + 1 + 9 + 9], *h = ok + WIRE_HDR;
 	*h++ = 0x93;
 	*h++ = WIRE_OK;
-	h = put_uint(h, m->rid);
+	h = put_uint(h, rid);
 	h = put_uint(h, seq);
 	put_be32(ok, (size_t)(h - ok) - WIRE_HDR);
 	conn_send_raw(c, ok, (size_t)(h - ok));

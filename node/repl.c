@@ -3,11 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "cluster/memb.h"
 #include "node/clus.h"
 #include "node/conn.h"
 #include "node/node.h"
+#include "node/ops.h"
 #include "node/park.h"
 #include "node/peer.h"
 #include "node/route.h"
@@ -20,6 +22,7 @@
 #define RING_BYTES (4u << 20) /* recent pushes kept per room */
 #define RING_MAX   8192
 #define REPLICA_GRACE_MS 30000 /* past the room idle timeout, for a replica */
+#define HOLD_MS		 2000  /* the longest a push waits for its backup's ack */
 
 /* One recent push: enough to replay it and to know it if it comes again. */
 struct entry {
@@ -38,9 +41,22 @@ struct ring {
 	size_t head, len, cap, bytes;
 };
 
+/* A push accepted here, waiting for the room's first backup to hold it
+ * before it is delivered and acknowledged. */
+struct held {
+	TAILQ_ENTRY(held) next;
+	char id[ROOM_ID_LEN];
+	uint64_t seq, rid, t0_ns, since_ms;
+	struct conn *c; /* NULL once the pusher is gone */
+	struct blob *frame;
+	size_t data_len;
+};
+
 struct repl {
 	struct rooms *replicas; /* rooms backed up here */
 	struct smap *rings;	/* room id -> ring, for rooms relayed or backed up here */
+	TAILQ_HEAD(, held) held; /* accept order: per room, seq order */
+	size_t nheld;
 };
 
 struct repl *repl_new(void)
@@ -48,6 +64,7 @@ struct repl *repl_new(void)
 	struct repl *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
+	TAILQ_INIT(&r->held);
 	r->replicas = rooms_new(1u << 16);
 	r->rings = smap_new();
 	if (!r->replicas || !r->rings) {
@@ -73,6 +90,12 @@ void repl_free(struct repl *r)
 	struct ring *g;
 	while (r->rings && (g = smap_next(r->rings, &pos)) != NULL)
 		ring_free(g);
+	struct held *h;
+	while ((h = TAILQ_FIRST(&r->held)) != NULL) {
+		TAILQ_REMOVE(&r->held, h, next);
+		blob_unref(h->frame);
+		free(h);
+	}
 	smap_free(r->rings);
 	rooms_free(r->replicas);
 	free(r);
@@ -160,6 +183,95 @@ static void to_backups(struct node *n, const char *id, const uint8_t *frame, siz
 	}
 }
 
+/* The link to the room's first backup, as this node sees the cluster. */
+static struct peer *first_backup(struct node *n, const char *id)
+{
+	const char *names[1];
+	if (backups(n, id, names, 1) == 0)
+		return NULL;
+	return clus_peer(node_clus(n), names[0]);
+}
+
+int repl_hold(struct node *n, struct room *r, uint64_t seq, struct conn *c, uint64_t rid,
+	      struct blob *frame, size_t data_len, uint64_t t0_ns)
+{
+	struct repl *rp = node_repl(n);
+	if (!node_clus(n) || !first_backup(n, room_id(r)))
+		return 0; /* no backup to wait for */
+	struct held *h = malloc(sizeof(*h));
+	if (!h)
+		return 0;
+	*h = (struct held){.seq = seq, .rid = rid, .t0_ns = t0_ns, .since_ms = node_now_ms(n),
+			   .c = c, .frame = blob_ref(frame), .data_len = data_len};
+	memcpy(h->id, room_id(r), ROOM_ID_LEN);
+	TAILQ_INSERT_TAIL(&rp->held, h, next);
+	rp->nheld++;
+	return 1;
+}
+
+/* Delivers and acknowledges the held pushes of room id up to seq (all:
+ * every one of that room), in seq order. */
+static void release(struct node *n, const char *id, uint64_t upto)
+{
+	struct repl *rp = node_repl(n);
+	struct room *r = rooms_find(node_rooms(n), id, ROOM_ID_LEN);
+	struct held *h, *next;
+	for (h = TAILQ_FIRST(&rp->held); h; h = next) {
+		next = TAILQ_NEXT(h, next);
+		if (memcmp(h->id, id, ROOM_ID_LEN) != 0 || h->seq > upto)
+			continue;
+		TAILQ_REMOVE(&rp->held, h, next);
+		rp->nheld--;
+		ops_push_done(n, r, h->c, h->rid, h->seq, h->frame, h->data_len, h->t0_ns);
+		blob_unref(h->frame);
+		free(h); /* (a consumer dropped by the fan-out only clears h->c of others) */
+	}
+}
+
+uint64_t repl_released(struct node *n, const struct room *r)
+{
+	const struct held *h;
+	TAILQ_FOREACH(h, &node_repl(n)->held, next)
+		if (memcmp(h->id, room_id(r), ROOM_ID_LEN) == 0)
+			return h->seq - 1; /* the room's oldest held push */
+	return room_seq(r);
+}
+
+void repl_conn_gone(struct node *n, struct conn *c)
+{
+	struct held *h;
+	TAILQ_FOREACH(h, &node_repl(n)->held, next)
+		if (h->c == c)
+			h->c = NULL;
+}
+
+/* Rooms whose held pushes wait for nothing any more (no backup) or for too
+ * long (a backup that neither answers nor is declared dead). */
+static void release_stuck(struct node *n)
+{
+	struct repl *rp = node_repl(n);
+	uint64_t now = node_now_ms(n);
+	for (int rounds = 0; rounds < 1024; rounds++) {
+		struct held *h;
+		TAILQ_FOREACH(h, &rp->held, next) {
+			int late = now - h->since_ms >= HOLD_MS;
+			if (late || !first_backup(n, h->id))
+				break;
+		}
+		if (!h)
+			return;
+		if (now - h->since_ms >= HOLD_MS) {
+			node_counters(n)->repl_ack_timeouts++;
+			vlog(node_log(n), LOG_WARN,
+			     "room %.6s...: no backup held push %llu in %d ms; delivered without",
+			     h->id, (unsigned long long)h->seq, HOLD_MS);
+		}
+		char id[ROOM_ID_LEN];
+		memcpy(id, h->id, ROOM_ID_LEN);
+		release(n, id, UINT64_MAX);
+	}
+}
+
 static void enc_state(struct wire_buf *b, const struct room *r)
 {
 	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 5);
@@ -211,6 +323,7 @@ void repl_touch(struct node *n, struct room *r)
 void repl_sweep(struct node *n)
 {
 	struct repl *rp = node_repl(n);
+	release_stuck(n);
 	struct room *rep;
 	/* A replica that heard nothing for a while after its room would have
 	 * expired at the relay: its REPL_GONE was lost (the relay died first,
@@ -227,6 +340,7 @@ void repl_sweep(struct node *n)
 void repl_room_gone(struct node *n, const struct room *r)
 {
 	struct repl *rp = node_repl(n);
+	release(n, room_id(r), UINT64_MAX); /* accepted: delivered ahead of the close */
 	ring_drop(rp, room_id(r));
 	if (!node_clus(n))
 		return;
@@ -267,12 +381,14 @@ int repl_seen(struct node *n, const struct room *r, uint64_t sid, uint64_t rid, 
 	return 0;
 }
 
+/* Replays stop at the pushes still held: those come with their release. */
 void repl_replay(struct node *n, const struct room *r, uint64_t from_seq, struct peer *p)
 {
 	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
+	uint64_t upto = repl_released(n, r);
 	for (size_t i = 0; g && i < g->len; i++) {
 		const struct entry *e = &g->e[(g->head + i) % g->cap];
-		if (e->seq > from_seq)
+		if (e->seq > from_seq && e->seq <= upto)
 			peer_send(p, blob_data(e->frame), blob_len(e->frame));
 	}
 }
@@ -280,9 +396,10 @@ void repl_replay(struct node *n, const struct room *r, uint64_t from_seq, struct
 void repl_replay_conn(struct node *n, const struct room *r, uint64_t from_seq, struct conn *c)
 {
 	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
+	uint64_t upto = repl_released(n, r);
 	for (size_t i = 0; g && i < g->len; i++) {
 		const struct entry *e = &g->e[(g->head + i) % g->cap];
-		if (e->seq > from_seq)
+		if (e->seq > from_seq && e->seq <= upto)
 			conn_send_blob(c, e->frame);
 	}
 }
@@ -419,8 +536,16 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 		memcpy(blob_data(frame), m->f[4].s.ptr, m->f[4].s.len);
 		struct room *owner = mine ? mine : r;
 		struct ring *g = owner ? ring_of(rp, room_id(owner), 1) : NULL;
-		if (g)
+		if (g) {
 			ring_add(g, m->f[1].u, m->f[2].u, m->f[3].u, frame);
+			/* REPL_ACK [511, 0, room, seq]: held here now */
+			struct wire_buf *b = node_scratch(n);
+			msgpack_packer *pk = wire_begin(b, WIRE_REPL_ACK, 0, 2);
+			wire_pack_str(pk, room_id(owner), ROOM_ID_LEN);
+			msgpack_pack_uint64(pk, m->f[1].u);
+			wire_end(b, 0);
+			peer_send(p, b->p, b->len);
+		}
 		if (mine)
 			catch_up(n, mine, m->f[1].u, m->f[2].u, frame);
 		else if (r && m->f[1].u > room_seq(r))
@@ -430,6 +555,16 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 		blob_unref(frame);
 		return;
 	}
+	case WIRE_REPL_ACK:
+		/* From the room's first backup (another's ack is not enough), on
+		 * whichever of the links between the two nodes. */
+		if (mine) {
+			const char *first[1];
+			if (backups(n, room_id(mine), first, 1) == 1 &&
+			    strcmp(first[0], peer_name(p)) == 0)
+				release(n, room_id(mine), m->f[1].u);
+		}
+		return;
 	case WIRE_REPL_GONE:
 		if (r) {
 			ring_drop(rp, room_id(r));
@@ -478,6 +613,9 @@ static int hand_over(struct node *n, struct room *r)
 	struct peer *p = clus_peer(cl, names[0]);
 	if (!p)
 		return -1;
+	/* Pushes waiting for the old backup's ack: the new relay gets them in
+	 * the ring, the subscribers here now. */
+	release(n, room_id(r), UINT64_MAX);
 	struct wire_buf *b = node_scratch(n);
 	enc_state(b, r);
 	peer_send(p, b->p, b->len);
@@ -518,6 +656,7 @@ void repl_members_changed(struct node *n)
 	struct repl *rp = node_repl(n);
 	if (!cl)
 		return;
+	release_stuck(n); /* rooms left with no backup */
 	size_t pos = 0;
 	struct room *r;
 	/* Take over the replicas this node now relays. */

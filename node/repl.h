@@ -46,6 +46,17 @@ void repl_room_gone(struct node *n, const struct room *r);
  * frame is its DELIVER (kept in the ring, sent to the backups). */
 void repl_push(struct node *n, struct room *r, uint64_t seq, uint64_t sid, uint64_t rid,
 	       struct blob *frame);
+/* At the relay, after repl_push(): holds the push until the room's first
+ * backup says it has it (REPL_ACK), then ops_push_done() delivers and
+ * answers it; 1 if held, 0 if there is no backup to wait for (the caller
+ * calls ops_push_done() now). A backup that neither answers nor is declared
+ * dead holds nothing up for longer than HOLD_MS (counted). */
+int repl_hold(struct node *n, struct room *r, uint64_t seq, struct conn *c, uint64_t rid,
+	      struct blob *frame, size_t data_len, uint64_t t0_ns);
+/* The last seq of r delivered here: pushes after it are held. */
+uint64_t repl_released(struct node *n, const struct room *r);
+/* c is going: its held pushes are still delivered, unanswered. */
+void repl_conn_gone(struct node *n, struct conn *c);
 /* Whether session sid's request rid already made push *seq in room r. */
 int repl_seen(struct node *n, const struct room *r, uint64_t sid, uint64_t rid, uint64_t *seq);
 /* Sends the peer every push of r after seq from_seq that the ring holds. */

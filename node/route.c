@@ -64,6 +64,7 @@ struct route {
 	TAILQ_HEAD(, pend) pends;
 	TAILQ_HEAD(, fwd) fwds;
 	size_t nfwds, fwd_bytes;
+	size_t norphans; /* kept requests waiting for a relay (p NULL) */
 	struct smap *meta; /* mirror id -> struct mirror_meta */
 	uint64_t next_rid;
 	struct wire_buf buf;	/* frames this module encodes */
@@ -191,6 +192,45 @@ static int fwd_send(struct node *n, struct peer *p, uint64_t sid, const char *wh
 	return 0;
 }
 
+/* Whether session f->sid has kept requests waiting for a relay: then f
+ * (not sent yet) waits behind them, so that they all go, again, in the
+ * order the client sent them. */
+static int behind_orphans(struct node *n, struct fwd *f)
+{
+	struct route *r = node_route(n);
+	if (!r->norphans)
+		return 0;
+	struct fwd *o;
+	TAILQ_FOREACH(o, &r->fwds, next)
+		if (!o->p && o->sid == f->sid)
+			break;
+	if (!o)
+		return 0;
+	f->p = NULL;
+	f->since = node_now_ms(n);
+	r->norphans++;
+	TAILQ_INSERT_TAIL(&r->fwds, f, next);
+	r->nfwds++;
+	r->fwd_bytes += f->len;
+	return 1;
+}
+
+/* A request this node would handle itself, kept behind the session's
+ * requests that wait for a relay (1), or not (0: none wait). */
+static int keep_orphan(struct node *n, struct conn *c, const uint8_t *frame, size_t len)
+{
+	struct fwd *f = malloc(sizeof(*f) + len);
+	if (!f)
+		return 0;
+	*f = (struct fwd){.sid = conn_sid(c), .rid = raw_rid(frame, len), .len = len,
+			  .resend = 1, .type = (uint16_t)raw_type(frame, len)};
+	memcpy(f->frame, frame, len);
+	if (behind_orphans(n, f))
+		return 1;
+	free(f);
+	return 0;
+}
+
 /* Sends a client's request to its room's relay. Every request with a rid
  * is kept until answered, so that none goes unanswered if its relay goes
  * and an answer that comes twice (from the old relay and from the one it
@@ -219,6 +259,8 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 				  .resend = resend, .type = type};
 		memcpy(f->frame, frame, len);
 	}
+	if (f && behind_orphans(n, f))
+		return 0;
 	conn_note_peer(c, p);
 	if (fwd_send(n, p, conn_sid(c), conn_identity(c), conn_identity_len(c), frame, len) < 0) {
 		free(f);
@@ -234,6 +276,8 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 
 static void fwd_done(struct route *r, struct fwd *f)
 {
+	if (!f->p)
+		r->norphans--;
 	TAILQ_REMOVE(&r->fwds, f, next);
 	r->nfwds--;
 	r->fwd_bytes -= f->len;
@@ -377,8 +421,14 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 	case WIRE_INFO:
 	case WIRE_PUSH:
 	case WIRE_STREAM_OPEN:
-		if (!(p = clus_route(cl, S(m->f[0]))))
+		if (!(p = clus_route(cl, S(m->f[0])))) {
+			/* Relayed here (or nowhere yet): still behind the session's
+			 * requests that wait for a relay. */
+			if (m->type != WIRE_STREAM_OPEN && m->rid && node_route(n)->norphans &&
+			    keep_orphan(n, c, raw, len))
+				return 1;
 			return 0;
+		}
 		if (m->type == WIRE_STREAM_OPEN && conn_rstream_add(c, S(m->f[1]), p, m->rid) < 0) {
 			node_counters(n)->limits_hit++;
 			conn_error(c, m->rid, WIRE_E_LIMIT,
@@ -430,12 +480,20 @@ static int moved(struct node *n, struct conn *c, struct fwd *fw, const struct wi
 {
 	char name[MEMB_NAME_MAX + 1];
 	struct peer *p;
-	if (to->len == 0 || to->len > MEMB_NAME_MAX || fw->moves >= 3)
+	if (to->len == 0 || to->len > MEMB_NAME_MAX || fw->moves >= 8)
 		return 0;
 	memcpy(name, to->ptr, to->len);
 	name[to->len] = '\0';
-	if (!(p = clus_peer(node_clus(n), name)) ||
-	    fwd_send(n, p, fw->sid, conn_identity(c), conn_identity_len(c), fw->frame, fw->len) < 0)
+	if (!(p = clus_peer(node_clus(n), name))) {
+		/* A node this one has not heard of yet (it just joined): the
+		 * request waits for a relay, as when one is lost, and goes
+		 * where placement says once membership changes. */
+		fw->p = NULL;
+		fw->since = node_now_ms(n);
+		node_route(n)->norphans++;
+		return 1;
+	}
+	if (fwd_send(n, p, fw->sid, conn_identity(c), conn_identity_len(c), fw->frame, fw->len) < 0)
 		return 0;
 	fw->moves++;
 	fw->p = p;
@@ -822,7 +880,7 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 		/* OK [3, rid, seq]: every push up to seq is ahead of it on the
 		 * link or not for this subscriber; the mirror resumes after. */
 		msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
-		msgpack_pack_uint64(pk, room_seq(r));
+		msgpack_pack_uint64(pk, repl_released(n, r));
 		wire_end(b, 0);
 		peer_send(p, b->p, b->len);
 	}
@@ -856,7 +914,8 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_STREAM_END: on_end(n, p, m, raw, len); break;
 	case WIRE_REPL_STATE:
 	case WIRE_REPL_PUSH:
-	case WIRE_REPL_GONE: repl_peer_frame(n, p, m); break;
+	case WIRE_REPL_GONE:
+	case WIRE_REPL_ACK: repl_peer_frame(n, p, m); break;
 	case WIRE_NODE_STATS_REQ: stats_peer_request(n, p, m); break;
 	case WIRE_NODE_STATS: stats_peer_answer(node_stats(n), p, m); break;
 	default:
@@ -921,11 +980,22 @@ void route_peer_gone(struct node *n, struct peer *p)
 	while ((mm = smap_next(r->meta, &pos)) != NULL)
 		if (!mm->orphan_since && strcmp(mm->relay, peer_name(p)) == 0)
 			mm->orphan_since = now;
+	/* Requests that went on another link to the same node go again too,
+	 * in their order among these (two links between a pair of nodes must
+	 * not reorder a session's requests); the node knows a push it has. */
 	struct fwd *f, *fnext;
 	for (f = TAILQ_FIRST(&r->fwds); f; f = fnext) {
 		fnext = TAILQ_NEXT(f, next);
-		if (f->p != p)
+		if (!f->p)
 			continue;
+		if (f->p != p) {
+			if (f->resend && strcmp(peer_name(f->p), peer_name(p)) == 0) {
+				f->p = NULL;
+				f->since = now;
+				r->norphans++;
+			}
+			continue;
+		}
 		if (!f->resend) {
 			struct conn *c = conns_find_sid(node_conns(n), f->sid);
 			if (c)
@@ -936,6 +1006,7 @@ void route_peer_gone(struct node *n, struct peer *p)
 		}
 		f->p = NULL;
 		f->since = now;
+		r->norphans++;
 	}
 }
 
@@ -1010,6 +1081,7 @@ static void resend(struct node *n)
 		TAILQ_REMOVE(&r->fwds, f, next);
 		r->nfwds--;
 		r->fwd_bytes -= f->len;
+		r->norphans--;
 		TAILQ_INSERT_TAIL(&todo, f, next);
 	}
 	while ((f = TAILQ_FIRST(&todo)) != NULL) {

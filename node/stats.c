@@ -331,6 +331,8 @@ static void metrics_text(struct stats *s, struct evbuffer *b)
 		k->parked);
 	COUNTER("park_timeouts", "Held requests handled at their deadline, the room not having come.",
 		k->park_timeouts);
+	COUNTER("replication_ack_timeouts", "Pushes delivered without their room's first backup acknowledging them within 2 s.",
+		k->repl_ack_timeouts);
 	COUNTER("stalls", "Event loop stalls longer than the suspicion timeout (a frozen process): the node fenced its rooms.",
 		k->stalls);
 	GAUGE("connections", "Client connections open now.", conns_count(node_conns(n)));

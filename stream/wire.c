@@ -60,6 +60,7 @@ static const struct wire_schema schemas[] = {
 	{WIRE_REPL_GONE, "s"},
 	{WIRE_NODE_STATS_REQ, ""},
 	{WIRE_NODE_STATS, "b"},
+	{WIRE_REPL_ACK, "su"},
 };
 
 static const char *schema_of(unsigned type)
