@@ -317,24 +317,26 @@ static void close_links_to(struct clus *c, const char *name)
 
 struct peer *clus_peer(struct clus *c, const char *name)
 {
+	/* One link per peer for what this node sends: its own outgoing link
+	 * (named by the member's address until it is ready), even while it
+	 * connects, and a link the peer made only when there is no outgoing
+	 * one. Switching between two links could deliver frames in another
+	 * order than they were sent: a publisher's pushes would be reordered. */
+	const struct memb_member *m = memb_find(c->memb, name);
 	struct link *l;
-	struct peer *out = NULL;
+	struct peer *in = NULL;
 	TAILQ_FOREACH(l, &c->links, next) {
 		if (peer_is_gone(l->p))
 			continue;
-		/* An outgoing link is named before it is ready: by the member
-		 * it was made for (its address). */
-		if (strcmp(peer_name(l->p), name) == 0 && peer_is_ready(l->p))
-			return l->p;
-		if (peer_outgoing(l->p) && !out) {
-			const struct memb_member *m = memb_find(c->memb, name);
+		if (peer_outgoing(l->p)) {
 			if (m && strcmp(peer_addr(l->p), m->addr) == 0)
-				out = l->p;
+				return l->p;
+		} else if (!in && peer_is_ready(l->p) && strcmp(peer_name(l->p), name) == 0) {
+			in = l->p;
 		}
 	}
-	if (out)
-		return out;
-	const struct memb_member *m = memb_find(c->memb, name);
+	if (in)
+		return in;
 	if (!m || m->state >= MEMB_DEAD || strcmp(name, c->self) == 0)
 		return NULL;
 	struct peer *p = peer_connect(node_base(c->node), m->addr, &c->pcfg, &peer_ops, c);

@@ -34,6 +34,8 @@ struct fwd {
 	uint64_t sid, rid, since;
 	int resend; /* may go again to a new relay (else: answered unreachable) */
 	int moves;  /* times a relay said the room moved on */
+	int has_room;
+	char room[ROOM_ID_LEN]; /* the room a request names (has_room) */
 	uint16_t type;
 	size_t len;
 	TAILQ_ENTRY(fwd) next;
@@ -62,7 +64,7 @@ struct route {
 	struct strms *rstrms;	/* streams relayed elsewhere, to local receivers */
 	struct smap *proxies;	/* (link, session) -> proxy connection, at the relay */
 	TAILQ_HEAD(, pend) pends;
-	TAILQ_HEAD(, fwd) fwds;
+	TAILQ_HEAD(fwdq, fwd) fwds;
 	size_t nfwds, fwd_bytes;
 	size_t norphans; /* kept requests waiting for a relay (p NULL) */
 	struct smap *meta; /* mirror id -> struct mirror_meta */
@@ -215,6 +217,30 @@ static int behind_orphans(struct node *n, struct fwd *f)
 	return 1;
 }
 
+/* Whether the session's last unanswered request about f's room went to
+ * another node than p (the room moved while it was on its way: it may come
+ * back `moved`): then f waits behind it, as behind a request that waits for
+ * a relay, and goes once that one is answered or sent on. */
+static int behind_other_relay(struct node *n, struct fwd *f, struct peer *p)
+{
+	struct route *r = node_route(n);
+	if (!f->has_room || !f->resend)
+		return 0;
+	struct fwd *o;
+	TAILQ_FOREACH_REVERSE(o, &r->fwds, fwdq, next)
+		if (o->sid == f->sid && o->has_room && memcmp(o->room, f->room, ROOM_ID_LEN) == 0)
+			break;
+	if (!o || !o->p || strcmp(peer_name(o->p), peer_name(p)) == 0)
+		return 0;
+	f->p = NULL;
+	f->since = node_now_ms(n);
+	r->norphans++;
+	TAILQ_INSERT_TAIL(&r->fwds, f, next);
+	r->nfwds++;
+	r->fwd_bytes += f->len;
+	return 1;
+}
+
 /* A request this node would handle itself, kept behind the session's
  * requests that wait for a relay (1), or not (0: none wait). */
 static int keep_orphan(struct node *n, struct conn *c, const uint8_t *frame, size_t len)
@@ -239,7 +265,7 @@ static int keep_orphan(struct node *n, struct conn *c, const uint8_t *frame, siz
  * away". Chunks have no rid. Past the queue's bounds a request is refused
  * rather than sent unkept. */
 static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t *frame,
-		   size_t len)
+		   size_t len, const char *room)
 {
 	struct route *r = node_route(n);
 	uint16_t type = len > 6 ? (uint16_t)raw_type(frame, len) : 0;
@@ -256,10 +282,12 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 		int resend = type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
 			     type == WIRE_REMOVE || type == WIRE_INFO || type == WIRE_CREATE_ID;
 		*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len,
-				  .resend = resend, .type = type};
+				  .resend = resend, .type = type, .has_room = room != NULL};
+		if (room)
+			memcpy(f->room, room, ROOM_ID_LEN);
 		memcpy(f->frame, frame, len);
 	}
-	if (f && behind_orphans(n, f))
+	if (f && (behind_orphans(n, f) || behind_other_relay(n, f, p)))
 		return 0;
 	conn_note_peer(c, p);
 	if (fwd_send(n, p, conn_sid(c), conn_identity(c), conn_identity_len(c), frame, len) < 0) {
@@ -410,7 +438,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		msgpack_packer *pk = wire_begin(&inner, WIRE_CREATE_ID, m->rid, 1);
 		wire_pack_str(pk, id, ROOM_ID_LEN);
 		wire_end(&inner, 0);
-		if (forward(n, p, c, inner.p, inner.len) < 0)
+		if (forward(n, p, c, inner.p, inner.len, NULL) < 0)
 			fail_unreachable(c, m->rid);
 		wire_buf_free(&inner);
 		return 1;
@@ -435,7 +463,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 				   "too many open streams on this connection (max_streams)");
 			return 1;
 		}
-		if (forward(n, p, c, raw, len) < 0)
+		if (forward(n, p, c, raw, len, m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
 	case WIRE_SUBSCRIBE:
@@ -452,7 +480,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		/* Not subscribed here: the relay says whether the room exists. */
 		if (!(p = clus_route(cl, S(m->f[0]))))
 			return 0;
-		if (forward(n, p, c, raw, len) < 0)
+		if (forward(n, p, c, raw, len, NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
 	}
@@ -465,7 +493,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 			conn_rstream_closing(c, S(m->f[0]), m->rid);
 		else if (m->type == WIRE_STREAM_ABORT)
 			conn_rstream_done(c, S(m->f[0]), 0);
-		if (forward(n, p, c, raw, len) < 0)
+		if (forward(n, p, c, raw, len, NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
 	}
@@ -501,6 +529,8 @@ static int moved(struct node *n, struct conn *c, struct fwd *fw, const struct wi
 	return 1;
 }
 
+static void resend(struct node *n);
+
 /* FWD_REPLY [502, 0, sid, frame]: a frame for one of our clients. */
 static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 {
@@ -528,12 +558,21 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 				return;
 			}
 			int move = in.type == WIRE_ERROR && in.f[0].u == WIRE_E_MOVED;
-			if (move && fw->resend && moved(n, c, fw, &in.f[1].s))
+			if (move && fw->resend && moved(n, c, fw, &in.f[1].s)) {
+				if (r->norphans)
+					resend(n); /* those behind it may go now */
 				return;
+			}
 			conn_rstream_done(c, NULL, 0, in.rid);
 			if (in.type == WIRE_ERROR)
 				conn_rstream_refused(c, in.rid);
+			int waiters = fw->has_room && r->norphans;
 			fwd_done(r, fw);
+			if (waiters) {
+				conn_send_raw(c, (const uint8_t *)f->ptr, f->len);
+				resend(n);
+				return;
+			}
 			if (move) {
 				/* its message is a node's name: the client gets a
 				 * sentence */
