@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -18,6 +19,19 @@
 
 #define HDR  crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define ABYT crypto_secretstream_xchacha20poly1305_ABYTES
+/* Frames sent in one loop turn are sealed together, as one message of at
+ * most this many plaintext bytes (a longer frame goes alone): one seal, one
+ * length prefix and one tag per batch instead of per frame. Any receiver
+ * takes it: a link accepts messages up to its frame_max + 4096, and a
+ * link's frame_max is at least 2 * 1024 + 65536 (node/clus.c). A receiver
+ * parses the frames of a message one after another whatever the batching,
+ * as it always has. */
+#define STAGE_MAX (64u << 10)
+/* Bytes per read and per write system call at most: libevent 2.1 reads at
+ * most 4096 bytes per callback (see read_more) and writes 16 KiB per call
+ * unless told otherwise. */
+#define MAX_READ  (256u << 10)
+#define MAX_WRITE (1u << 20)
 
 struct peer {
 	struct bufferevent *bev;
@@ -32,10 +46,15 @@ struct peer {
 	int have_peer_hdr;
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
 	struct evbuffer *queue; /* plaintext frames waiting for the handshake */
-	struct evbuffer *in;	/* decrypted bytes, parsed into frames */
+	struct evbuffer *in;	/* decrypted bytes of a frame split across messages */
+	uint8_t *plain;		/* one opened message, when in is empty */
+	size_t plain_cap;	/* at most frame_max + 4096 */
+	uint8_t *stage;		/* plaintext frames to seal as one message */
+	size_t stage_len;	/* at most STAGE_MAX; nonzero: flush_ev is active */
+	struct event *flush_ev; /* seals the stage at the end of the loop turn */
 	struct wire_dec *dec;
 	uint64_t bad;
-	int busy; /* inside our own callbacks */
+	int busy;		/* inside our own callbacks */
 	struct event *deadline; /* the handshake must be done by then */
 };
 
@@ -52,7 +71,7 @@ static void fail(struct peer *p, const char *why)
 static int push(struct peer *p, const uint8_t *m, size_t len)
 {
 	struct evbuffer *out = bufferevent_get_output(p->bev);
-	if (evbuffer_get_length(out) + len > p->cfg.max_pending) {
+	if (evbuffer_get_length(out) + p->stage_len + len > p->cfg.max_pending) {
 		fail(p, "output over its bound (the peer does not keep up)");
 		return -1;
 	}
@@ -71,6 +90,47 @@ static int push(struct peer *p, const uint8_t *m, size_t len)
 	crypto_secretstream_xchacha20poly1305_push(&p->tx, q + 4, NULL, m, len, NULL, 0, 0);
 	v.iov_len = need;
 	evbuffer_commit_space(out, &v, 1);
+	return 0;
+}
+
+/* Seals what the stage holds as one message. */
+static void flush_stage(struct peer *p)
+{
+	if (p->stage_len == 0)
+		return;
+	size_t len = p->stage_len;
+	p->stage_len = 0;
+	if (!p->gone)
+		push(p, p->stage, len);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	flush_stage(arg);
+}
+
+/* Queues one frame for the batch sealed at the end of this loop turn
+ * (earlier if the stage would pass STAGE_MAX). Order is kept: a frame is
+ * sealed alone only after the stage before it. */
+static int stage_frame(struct peer *p, const uint8_t *f, size_t len)
+{
+	struct evbuffer *out = bufferevent_get_output(p->bev);
+	if (evbuffer_get_length(out) + p->stage_len + len > p->cfg.max_pending) {
+		fail(p, "output over its bound (the peer does not keep up)");
+		return -1;
+	}
+	if (p->stage_len + len > STAGE_MAX)
+		flush_stage(p);
+	if (len > STAGE_MAX)
+		return p->gone ? -1 : push(p, f, len);
+	if (!p->stage && !(p->stage = malloc(STAGE_MAX))) {
+		fail(p, "out of memory");
+		return -1;
+	}
+	if (p->stage_len == 0)
+		event_active(p->flush_ev, EV_TIMEOUT, 0);
+	memcpy(p->stage + p->stage_len, f, len);
+	p->stage_len += len;
 	return 0;
 }
 
@@ -126,11 +186,38 @@ static void on_hello(struct peer *p, const struct wire_msg *m)
 	p->ops->ready(p, p->arg);
 }
 
-static void parse_frames(struct peer *p)
+/* Parses and hands on one frame from f[0..avail). Returns the bytes it
+ * took, 0 if the frame is not complete yet, or -1 if the link failed. The
+ * prefix alone decides a too-large frame: nothing is read past it. */
+static long one_frame(struct peer *p, const uint8_t *f, size_t avail)
 {
 	struct wire_msg m;
+	size_t used;
+	if (avail < WIRE_HDR)
+		return 0;
+	size_t flen = (size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3];
+	size_t need = flen <= p->cfg.frame_max ? WIRE_HDR + flen : WIRE_HDR;
+	if (avail < need)
+		return 0;
+	if (wire_parse(p->dec, f, need, &m, &used) != WIRE_OK_) {
+		const char *why;
+		wire_dec_error(p->dec, &why);
+		p->bad++;
+		fail(p, why);
+		return -1;
+	}
+	if (!p->ready)
+		on_hello(p, &m);
+	else
+		p->ops->frame(p, &m, f, used, p->arg);
+	return (long)used;
+}
+
+/* The frames in p->in (a frame that spanned messages, and what follows). */
+static void parse_frames(struct peer *p)
+{
 	while (!p->gone) {
-		size_t avail = evbuffer_get_length(p->in), used;
+		size_t avail = evbuffer_get_length(p->in);
 		if (avail < WIRE_HDR)
 			return;
 		uint8_t h[WIRE_HDR];
@@ -140,19 +227,71 @@ static void parse_frames(struct peer *p)
 		if (avail < need)
 			return;
 		const uint8_t *f = evbuffer_pullup(p->in, (ev_ssize_t)need);
-		if (wire_parse(p->dec, f, need, &m, &used) != WIRE_OK_) {
-			const char *why;
-			wire_dec_error(p->dec, &why);
-			p->bad++;
-			fail(p, why);
+		long used = one_frame(p, f, need);
+		if (used <= 0)
+			return;
+		evbuffer_drain(p->in, (size_t)used);
+	}
+}
+
+/* The frames of one opened message in p->plain, parsed in place; a
+ * trailing partial frame waits in p->in for the next message. */
+static void parse_plain(struct peer *p, size_t len)
+{
+	size_t at = 0;
+	while (!p->gone && at < len) {
+		long used = one_frame(p, p->plain + at, len - at);
+		if (used < 0)
+			return;
+		if (used == 0) {
+			if (evbuffer_add(p->in, p->plain + at, len - at) < 0)
+				fail(p, "out of memory");
 			return;
 		}
-		if (!p->ready)
-			on_hello(p, &m);
-		else
-			p->ops->frame(p, &m, f, used, p->arg);
-		evbuffer_drain(p->in, used);
+		at += (size_t)used;
 	}
+}
+
+/*
+ * libevent 2.1 reads at most 4096 bytes per callback (EVBUFFER_MAX_READ),
+ * so a busy link cost a loop turn per 4 KiB (node/conn.c read_more does the
+ * same for clients). This tops the raw input up with one readv of up to
+ * MAX_READ bytes into space reserved in it. Bounded: on_read opens every
+ * complete message before it returns, so the input holds at most one
+ * partial message plus MAX_READ. End of file and errors are left for
+ * libevent's next read to report.
+ */
+static void read_more(struct peer *p, struct evbuffer *in)
+{
+	struct evbuffer_iovec v[2];
+	/* A bufferevent keeps its input's end frozen except around its own
+	 * reads; this read does the same. */
+	evbuffer_unfreeze(in, 0);
+	int nv = evbuffer_reserve_space(in, MAX_READ, v, 2);
+	if (nv <= 0) {
+		evbuffer_freeze(in, 0);
+		return;
+	}
+	struct iovec iov[2];
+	size_t room = 0;
+	for (int i = 0; i < nv; i++) {
+		size_t l = v[i].iov_len;
+		if (l > MAX_READ - room)
+			l = MAX_READ - room;
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = l;
+		room += l;
+	}
+	ssize_t got = readv(bufferevent_getfd(p->bev), iov, nv);
+	if (got > 0) {
+		size_t left = (size_t)got;
+		for (int i = 0; i < nv; i++) {
+			v[i].iov_len = left < iov[i].iov_len ? left : iov[i].iov_len;
+			left -= v[i].iov_len;
+		}
+		evbuffer_commit_space(in, v, nv);
+	}
+	evbuffer_freeze(in, 0);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -173,6 +312,9 @@ static void on_read(struct bufferevent *bev, void *arg)
 		p->have_peer_hdr = 1;
 		send_hello(p, h);
 	}
+	/* A full 4 KiB read means more is likely waiting. */
+	if (!p->gone && evbuffer_get_length(raw) >= 4096)
+		read_more(p, raw);
 	while (!p->gone) {
 		size_t avail = evbuffer_get_length(raw);
 		uint8_t lh[4];
@@ -188,8 +330,23 @@ static void on_read(struct bufferevent *bev, void *arg)
 		if (avail < 4 + clen)
 			break;
 		const uint8_t *c = evbuffer_pullup(raw, (ev_ssize_t)(4 + clen));
+		/* Opened in place when no partial frame waits (the usual case:
+		 * senders never split a frame), else behind it in p->in. */
+		int flat = evbuffer_get_length(p->in) == 0;
 		struct evbuffer_iovec v;
-		if (evbuffer_reserve_space(p->in, (ev_ssize_t)(clen - ABYT), &v, 1) < 1) {
+		if (flat && p->plain_cap < clen - ABYT) {
+			/* clen is bounded above: at most frame_max + 4096. */
+			uint8_t *np = realloc(p->plain, clen - ABYT);
+			if (!np) {
+				fail(p, "out of memory");
+				break;
+			}
+			p->plain = np;
+			p->plain_cap = clen - ABYT;
+		}
+		if (flat) {
+			v.iov_base = p->plain;
+		} else if (evbuffer_reserve_space(p->in, (ev_ssize_t)(clen - ABYT), &v, 1) < 1) {
 			fail(p, "out of memory");
 			break;
 		}
@@ -201,10 +358,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 			fail(p, "a message does not open under the cluster key");
 			break;
 		}
-		v.iov_len = (size_t)mlen;
-		evbuffer_commit_space(p->in, &v, 1);
 		evbuffer_drain(raw, 4 + clen);
-		parse_frames(p);
+		if (flat) {
+			parse_plain(p, (size_t)mlen);
+		} else {
+			v.iov_len = (size_t)mlen;
+			evbuffer_commit_space(p->in, &v, 1);
+			parse_frames(p);
+		}
 	}
 out:
 	p->busy--;
@@ -252,13 +413,16 @@ static struct peer *peer_new(struct event_base *base, evutil_socket_t fd, const 
 	p->in = evbuffer_new();
 	p->dec = wire_dec_new(cfg->frame_max);
 	p->deadline = evtimer_new(base, on_deadline, p);
-	if (!p->bev || !p->queue || !p->in || !p->dec || !p->deadline) {
+	p->flush_ev = event_new(base, -1, 0, on_flush, p);
+	if (!p->bev || !p->queue || !p->in || !p->dec || !p->deadline || !p->flush_ev) {
 		if (!p->bev && fd >= 0)
 			evutil_closesocket(fd);
 		peer_free(p);
 		return NULL;
 	}
 	bufferevent_setcb(p->bev, on_read, NULL, on_event, p);
+	bufferevent_set_max_single_read(p->bev, MAX_READ);
+	bufferevent_set_max_single_write(p->bev, MAX_WRITE);
 	bufferevent_enable(p->bev, EV_READ | EV_WRITE);
 	struct timeval tv = {5, 0};
 	evtimer_add(p->deadline, &tv);
@@ -302,6 +466,8 @@ void peer_free(struct peer *p)
 		return;
 	if (p->deadline)
 		event_free(p->deadline);
+	if (p->flush_ev)
+		event_free(p->flush_ev);
 	if (p->bev)
 		bufferevent_free(p->bev);
 	if (p->queue)
@@ -309,6 +475,12 @@ void peer_free(struct peer *p)
 	if (p->in)
 		evbuffer_free(p->in);
 	wire_dec_free(p->dec);
+	if (p->plain)
+		sodium_memzero(p->plain, p->plain_cap);
+	free(p->plain);
+	if (p->stage)
+		sodium_memzero(p->stage, STAGE_MAX);
+	free(p->stage);
 	sodium_memzero(&p->tx, sizeof(p->tx));
 	sodium_memzero(&p->rx, sizeof(p->rx));
 	free(p);
@@ -355,12 +527,13 @@ int peer_send(struct peer *p, const uint8_t *frame, size_t len)
 		}
 		return evbuffer_add(p->queue, frame, len);
 	}
-	return push(p, frame, len);
+	return stage_frame(p, frame, len);
 }
 
 size_t peer_pending(const struct peer *p)
 {
-	return evbuffer_get_length(bufferevent_get_output(p->bev)) + evbuffer_get_length(p->queue);
+	return evbuffer_get_length(bufferevent_get_output(p->bev)) + evbuffer_get_length(p->queue) +
+	       p->stage_len;
 }
 
 uint64_t peer_bad(const struct peer *p)

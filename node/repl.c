@@ -39,6 +39,7 @@ struct ring {
 	uint64_t state_ms;  /* when this node, relaying it, last sent its state */
 	struct entry *e;
 	size_t head, len, cap, bytes;
+	uint64_t rid_hi; /* no entry's rid is above this (repl_seen's quick no) */
 };
 
 /* A push accepted here, waiting for the room's first backup to hold it
@@ -154,6 +155,8 @@ static void ring_add(struct ring *g, uint64_t seq, uint64_t sid, uint64_t rid, s
 	}
 	g->e[(g->head + g->len) % g->cap] = (struct entry){seq, sid, rid, blob_ref(frame)};
 	g->len++;
+	if (rid > g->rid_hi)
+		g->rid_hi = rid;
 	g->bytes += blob_len(frame);
 }
 
@@ -369,7 +372,9 @@ void repl_push(struct node *n, struct room *r, uint64_t seq, uint64_t sid, uint6
 int repl_seen(struct node *n, const struct room *r, uint64_t sid, uint64_t rid, uint64_t *seq)
 {
 	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
-	if (!g || !rid)
+	/* A publisher's rids grow: a new push is above every rid in the
+	 * ring, and the scan below (up to RING_MAX entries) is skipped. */
+	if (!g || !rid || rid > g->rid_hi)
 		return 0;
 	for (size_t i = g->len; i-- > 0;) {
 		const struct entry *e = &g->e[(g->head + i) % g->cap];

@@ -37,6 +37,9 @@ struct room {
 
 struct rooms {
 	struct smap *byid;
+	/* The room rooms_find() found last (a publisher names the same room
+	 * push after push): NULL, or a room in byid (rooms_destroy forgets it). */
+	struct room *last;
 	size_t max_grants;
 	TAILQ_HEAD(room_lru, room) lru;
 };
@@ -151,12 +154,19 @@ struct room *rooms_find(const struct rooms *t, const char *id, size_t len)
 {
 	if (len != ROOM_ID_LEN)
 		return NULL;
-	return smap_get(t->byid, id, len);
+	if (t->last && memcmp(t->last->id, id, ROOM_ID_LEN) == 0)
+		return t->last;
+	struct room *r = smap_get(t->byid, id, len);
+	if (r)
+		((struct rooms *)t)->last = r; /* a cache: not part of the table's value */
+	return r;
 }
 
 void rooms_destroy(struct rooms *t, struct room *r)
 {
 	smap_del(t->byid, r->id, ROOM_ID_LEN);
+	if (t->last == r)
+		t->last = NULL;
 	TAILQ_REMOVE(&t->lru, r, lru);
 	room_free(r);
 }

@@ -68,6 +68,8 @@ static struct slot *find(const struct smap *m, uint64_t h, const void *key, size
 
 void *smap_get(const struct smap *m, const void *key, size_t len)
 {
+	if (m->count == 0)
+		return NULL; /* no hash to compute (a single node's empty maps) */
 	struct slot *s = find(m, hash_of(m, key, len), key, len);
 	return s ? s->val : NULL;
 }

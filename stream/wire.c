@@ -12,6 +12,7 @@ struct wire_dec {
 	msgpack_zone zone;
 	int err;
 	const char *why;
+	int no_flat; /* tests: every frame takes the generic path */
 };
 
 /* Field schemas, one char per field after [type, rid]:
@@ -132,6 +133,11 @@ void wire_dec_free(struct wire_dec *d)
 		return;
 	msgpack_zone_destroy(&d->zone);
 	free(d);
+}
+
+void wire_dec_set_flat(struct wire_dec *d, int on)
+{
+	d->no_flat = !on;
 }
 
 void wire_dec_set_frame_max(struct wire_dec *d, size_t frame_max)
@@ -352,6 +358,140 @@ static int field_ok(char t, const msgpack_object *o, union wire_field *f)
 	return 0;
 }
 
+/*
+ * The flat path. Most frames on the hot paths (PUSH, DELIVER, FWD,
+ * REPL_PUSH, STREAM_CHUNK, ...) are arrays of unsigned integers, strs and
+ * bins only. Such a frame is decoded here in one pass, without the bounds
+ * pass and msgpack-c, into exactly what the generic path would give. It
+ * takes only what it is sure of: a known type whose schema has only 'u',
+ * 's' and 'b' fields, every element a positive fixint, a uint 8-64, a str
+ * or a bin, and the last element ending exactly at the frame's end. Any
+ * other byte, a wrong kind, a missing field or a truncation returns 0 and
+ * the generic path decides (and names the error). Every length is checked
+ * against the bytes left before anything is read past it.
+ */
+struct flat_el {
+	char kind; /* 'u' unsigned, 's' str, 'b' bin */
+	uint64_t u;
+	const uint8_t *ptr;
+	uint32_t len;
+};
+
+static int flat_next(const uint8_t *p, size_t len, size_t *at, struct flat_el *e)
+{
+	size_t i = *at;
+	if (i >= len)
+		return 0;
+	uint8_t c = p[i++];
+	size_t left = len - i, w = 0, n;
+	if (c <= 0x7f) {
+		e->kind = 'u';
+		e->u = c;
+		*at = i;
+		return 1;
+	}
+	if (c >= 0xcc && c <= 0xcf) {
+		w = (size_t)1 << (c - 0xcc);
+		if (left < w)
+			return 0;
+		e->kind = 'u';
+		e->u = be_n(p + i, (int)w);
+		*at = i + w;
+		return 1;
+	}
+	if (c >= 0xa0 && c <= 0xbf) {
+		e->kind = 's';
+		n = c & 0x1f;
+	} else {
+		switch (c) {
+		case 0xd9: e->kind = 's'; w = 1; break;
+		case 0xda: e->kind = 's'; w = 2; break;
+		case 0xdb: e->kind = 's'; w = 4; break;
+		case 0xc4: e->kind = 'b'; w = 1; break;
+		case 0xc5: e->kind = 'b'; w = 2; break;
+		case 0xc6: e->kind = 'b'; w = 4; break;
+		default: return 0; /* signed, float, nil, bool, ext, containers */
+		}
+		if (left < w)
+			return 0;
+		n = (size_t)be_n(p + i, (int)w);
+		i += w;
+		left -= w;
+	}
+	if (n > left)
+		return 0;
+	e->ptr = p + i;
+	e->len = (uint32_t)n;
+	*at = i + n;
+	return 1;
+}
+
+static int parse_flat(const uint8_t *body, size_t len, struct wire_msg *msg)
+{
+	size_t at = 1, n;
+	if (body[0] >= 0x90 && body[0] <= 0x9f) {
+		n = body[0] & 0x0f;
+	} else if (body[0] == 0xdc && len >= 3) {
+		n = (size_t)body[1] << 8 | body[2];
+		at = 3;
+	} else {
+		return 0;
+	}
+	if (n < 2 || n > 2 + WIRE_MAX_FIELDS)
+		return 0;
+	struct flat_el e;
+	if (!flat_next(body, len, &at, &e) || e.kind != 'u' || e.u > 0xffff)
+		return 0;
+	uint16_t type = (uint16_t)e.u;
+	if (!flat_next(body, len, &at, &e) || e.kind != 'u')
+		return 0;
+	uint64_t rid = e.u;
+	const char *schema = schema_of(type);
+	if (!schema)
+		return 0;
+	unsigned k = 0;
+	int optional = 0;
+	for (const char *s = schema; *s; s++) {
+		if (*s == '|') {
+			optional = 1;
+			continue;
+		}
+		if (*s != 'u' && *s != 's' && *s != 'b')
+			return 0;
+		if (2 + k >= n) {
+			if (optional)
+				break;
+			return 0;
+		}
+		if (!flat_next(body, len, &at, &e))
+			return 0;
+		if (*s == 'u') {
+			if (e.kind != 'u')
+				return 0;
+			msg->f[k].u = e.u;
+		} else {
+			if (e.kind == 'u' || (*s == 's' && e.kind != 's'))
+				return 0;
+			/* an empty str/bin points at the body, as on the
+			 * generic path */
+			msg->f[k].s.ptr = (const char *)(e.len ? e.ptr : body);
+			msg->f[k].s.len = e.len;
+		}
+		k++;
+	}
+	/* Elements past the schema are allowed and ignored, as msgpack-c's
+	 * would be, but must be flat too. */
+	for (size_t i = 2 + k; i < n; i++)
+		if (!flat_next(body, len, &at, &e))
+			return 0;
+	if (at != len)
+		return 0;
+	msg->type = type;
+	msg->rid = rid;
+	msg->nfields = k;
+	return 1;
+}
+
 enum wire_status wire_parse(struct wire_dec *d, const uint8_t *buf, size_t len,
 			    struct wire_msg *msg, size_t *used)
 {
@@ -372,6 +512,10 @@ enum wire_status wire_parse(struct wire_dec *d, const uint8_t *buf, size_t len,
 		return WIRE_NEED_MORE;
 	}
 	const uint8_t *body = buf + WIRE_HDR;
+	if (!d->no_flat && parse_flat(body, flen, msg)) {
+		*used = WIRE_HDR + (size_t)flen;
+		return WIRE_OK_;
+	}
 	if (wire_check(body, flen, WIRE_MAX_DEPTH, &why) < 0)
 		return bad(d, WIRE_E_BAD_FRAME, why);
 

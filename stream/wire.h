@@ -153,6 +153,10 @@ struct wire_dec;
 struct wire_dec *wire_dec_new(size_t frame_max);
 void wire_dec_free(struct wire_dec *d);
 void wire_dec_set_frame_max(struct wire_dec *d, size_t frame_max);
+/* Whether frames made only of unsigned integers, strs and bins are decoded
+ * by the flat path (the default) or, like every other frame, by the bounds
+ * pass and msgpack-c. Both give the same result; for tests. */
+void wire_dec_set_flat(struct wire_dec *d, int on);
 
 /* Parses one frame from buf (borrowed). WIRE_OK_: *msg is filled and *used is
  * the frame's size including the prefix. WIRE_NEED_MORE: *used is how many

@@ -26,7 +26,12 @@ Runs release builds of vroomd, vroom and vroom-bench (meson setup build-rel
    - relay B: the same, with the room relayed by B (pushes go A -> B, B
      delivers to its own subscribers and sends C one copy).
    Nodes run on CPU 0 and vroom-bench on CPU 1 (taskset; --no-pin: no
-   pinning), as in the single-node figures of docs/benchmarks.md.
+   pinning), as in the single-node figures of docs/benchmarks.md: the three
+   nodes of the cluster share the one core the single node has to itself,
+   so the cluster does its extra work (sealing and opening every push on
+   the node links, parsing it again) on the same CPU budget. The table
+   gives each setup's deliveries per subscriber against the single node's,
+   per round (the single node measured just before) and as the median.
 3. (--stream BYTES, 0 to skip) a byte stream to 2 receivers, single node
    beside publisher on A, receivers on B and C, relay A.
 
@@ -281,9 +286,16 @@ def fanout(bench):
             vals, line = run_bench(bench, pub, subs, relay)
             results[name].append(vals)
             print("run %d  %-32s %s" % (run + 1, name, line), flush=True)
+    # Per subscriber: every setup has the same --subs subscribers, so the
+    # ratio of deliveries per subscriber is the ratio of deliveries. Each
+    # run's ratio is taken against the single node's run of the same round
+    # (measured just before it), then the median of those; the ratio of the
+    # medians is printed beside it.
+    single_d = [float(v["deliveries/s"]) for v in results[configs[0][0]]]
     print("\n| setup | pushes/s runs | median pushes/s | median deliveries/s | "
-          "median MB/s (all subs) | lost | reordered |")
-    print("|---|---|---|---|---|---|---|")
+          "median deliveries/s per subscriber | median MB/s (all subs) | per subscriber / "
+          "single node: per round | median | lost | reordered |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, _, _, _ in configs:
         rs = results[name]
         p = [float(v["pushes/s"]) for v in rs]
@@ -291,10 +303,13 @@ def fanout(bench):
         mb = [float(v["MB/s"]) for v in rs]
         lost = sum(int(v["lost"]) for v in rs)
         dis = sum(int(v["disorder"]) for v in rs)
-        print("| %s | %s | **%s** | %s | %.1f | %d | %d |" %
+        rounds = [x / y for x, y in zip(d, single_d)]
+        print("| %s | %s | **%s** | %s | %s | %.1f | %s | **%.2f** (of medians %.2f) | %d | %d |" %
               (name, ", ".join("{:,.0f}".format(x) for x in p),
                "{:,.0f}".format(statistics.median(p)), "{:,.0f}".format(statistics.median(d)),
-               statistics.median(mb), lost, dis))
+               "{:,.0f}".format(statistics.median(d) / a.subs), statistics.median(mb),
+               ", ".join("%.2f" % x for x in rounds), statistics.median(rounds),
+               statistics.median(d) / statistics.median(single_d), lost, dis))
     if a.stream:
         sconf = [
             ("single node", single.addr, [single.addr, single.addr], None),

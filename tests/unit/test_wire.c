@@ -1161,6 +1161,119 @@ static void test_error_cleared(void **state)
 	assert_null(why);
 }
 
+/* Parses frame[0..len) (an exact-size copy) with the flat path on and off
+ * and asserts the same outcome: status, size, error and every field. */
+static void same_both_ways(const uint8_t *frame, size_t len, const char *fields)
+{
+	struct wire_dec *d = wire_dec_new(WIRE_FRAME_MAX), *g = wire_dec_new(WIRE_FRAME_MAX);
+	assert_non_null(d);
+	assert_non_null(g);
+	wire_dec_set_flat(g, 0);
+	uint8_t *copy = malloc(len ? len : 1);
+	assert_non_null(copy);
+	memcpy(copy, frame, len);
+	struct wire_msg a, b;
+	size_t ua = 7, ub = 9;
+	enum wire_status sa = wire_parse(d, copy, len, &a, &ua);
+	enum wire_status sb = wire_parse(g, copy, len, &b, &ub);
+	assert_int_equal(sa, sb);
+	assert_int_equal(ua, ub);
+	if (sa == WIRE_BAD) {
+		const char *wa, *wb;
+		assert_int_equal(wire_dec_error(d, &wa), wire_dec_error(g, &wb));
+		assert_ptr_equal(wa, wb);
+	} else if (sa == WIRE_OK_) {
+		assert_int_equal(a.type, b.type);
+		assert_true(a.rid == b.rid);
+		assert_int_equal(a.nfields, b.nfields);
+		/* fields names the case's own kinds; after a mutation only a
+		 * field both parsers typed the same way can be compared */
+		for (unsigned k = 0; fields && k < a.nfields && fields[k]; k++) {
+			if (fields[k] == 'u') {
+				assert_true(a.f[k].u == b.f[k].u);
+			} else if (fields[k] == 's' || fields[k] == 'b') {
+				assert_ptr_equal(a.f[k].s.ptr, b.f[k].s.ptr);
+				assert_int_equal(a.f[k].s.len, b.f[k].s.len);
+			}
+		}
+	}
+	free(copy);
+	wire_dec_free(d);
+	wire_dec_free(g);
+}
+
+/* The flat path (frames of unsigned integers, strs and bins) decides every
+ * frame as the bounds pass and msgpack-c do: every case, every truncation,
+ * every byte replaced by each interesting value (type bytes of every
+ * format, lengths at their edges). */
+static void test_flat_same_as_generic(void **state)
+{
+	struct fx *f = *state;
+	static const uint8_t vals[] = {0x00, 0x01, 0x02, 0x03, 0x7f, 0x80, 0x90, 0x91, 0x92,
+				       0x93, 0x9f, 0xa0, 0xa1, 0xbf, 0xc0, 0xc1, 0xc2, 0xc4,
+				       0xc5, 0xc6, 0xc7, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
+				       0xd0, 0xd3, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xe0,
+				       0xff};
+	for (size_t i = 0; i < NCASES; i++) {
+		const char *fields = rt_cases[i].fields;
+		wire_buf_reset(&f->b);
+		pack_case(&f->b, i);
+		size_t len = f->b.len;
+		uint8_t *fr = malloc(len);
+		assert_non_null(fr);
+		memcpy(fr, f->b.p, len);
+		same_both_ways(fr, len, fields);
+		for (size_t n = 0; n < len; n++)
+			same_both_ways(fr, n, fields);
+		for (size_t at = WIRE_HDR; at < len; at++) {
+			uint8_t keep = fr[at];
+			for (size_t v = 0; v < sizeof(vals); v++) {
+				fr[at] = vals[v];
+				same_both_ways(fr, len, NULL);
+			}
+			fr[at] = keep;
+		}
+		free(fr);
+	}
+	/* Every width of every flat kind, and an array16 header. */
+	const uint8_t pushes[][40] = {
+		/* [200, 1, "r", 5, b"x"] with uint16 type, str8 room, uint64 dtype, bin16 data */
+		{0x95, 0xcd, 0x00, 0xc8, 0x01, 0xd9, 0x01, 'r', 0xcf, 0, 0, 0, 0, 0, 0, 0, 5, 0xc5,
+		 0x00, 0x01, 'x'},
+		/* the same with str32 / bin32 and a uint32 rid */
+		{0x95, 0xcc, 0xc8, 0xce, 0, 0, 0, 9, 0xdb, 0, 0, 0, 1, 'r', 0xcc, 5, 0xc6, 0, 0, 0, 1,
+		 'x'},
+		/* array16 of 5, str16 room, data as str (b accepts str) */
+		{0xdc, 0x00, 0x05, 0xcc, 0xc8, 0x00, 0xda, 0x00, 0x01, 'r', 0x05, 0xa1, 'x'},
+		/* extra trailing elements after the schema: a uint and an empty bin */
+		{0x97, 0xcc, 0xc8, 0x00, 0xa1, 'r', 0x05, 0xc4, 0x00, 0x2a, 0xc4, 0x00},
+		/* extra trailing element that is not flat (nil) */
+		{0x96, 0xcc, 0xc8, 0x00, 0xa1, 'r', 0x05, 0xc4, 0x00, 0xc0},
+		/* dtype as int8 (positive; msgpack-c calls it unsigned) */
+		{0x95, 0xcc, 0xc8, 0x00, 0xa1, 'r', 0xd0, 0x05, 0xc4, 0x00},
+	};
+	const size_t plens[] = {21, 22, 13, 12, 10, 10};
+	for (size_t i = 0; i < sizeof(plens) / sizeof(plens[0]); i++) {
+		uint8_t fr[44];
+		fr[0] = fr[1] = fr[2] = 0;
+		fr[3] = (uint8_t)plens[i];
+		memcpy(fr + WIRE_HDR, pushes[i], plens[i]);
+		same_both_ways(fr, WIRE_HDR + plens[i], "sub");
+		assert_int_equal(parse_body(f, pushes[i], plens[i]), WIRE_OK_);
+		assert_int_equal(f->m.type, WIRE_PUSH);
+		for (size_t n = 0; n < WIRE_HDR + plens[i]; n++)
+			same_both_ways(fr, n, "sub");
+		for (size_t at = WIRE_HDR; at < WIRE_HDR + plens[i]; at++) {
+			uint8_t keep = fr[at];
+			for (size_t v = 0; v < sizeof(vals); v++) {
+				fr[at] = vals[v];
+				same_both_ways(fr, WIRE_HDR + plens[i], NULL);
+			}
+			fr[at] = keep;
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1194,6 +1307,7 @@ int main(void)
 		cmocka_unit_test(test_err_fatal),
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test_setup_teardown(test_error_cleared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flat_same_as_generic, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
 }
