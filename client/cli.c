@@ -24,7 +24,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: vroom [-s HOST:PORT] [--identity NAME] [--token FILE] COMMAND [ARGS]\n"
+		"usage: vroom [-s HOST:PORT[,...]] [--identity NAME] [--token FILE] COMMAND [ARGS]\n"
 		"\n"
 		"  room create                    create a room; prints its id\n"
 		"  room rm ID                     remove a room (owner only)\n"
@@ -51,7 +51,8 @@ static void usage(FILE *f)
 		"                                 it may only create rooms (--create) and use\n"
 		"                                 its own and these rooms (ID, or PREFIX*)\n"
 		"\n"
-		"  -s, --server HOST:PORT         the node (default %s, or $VROOM_SERVER)\n"
+		"  -s, --server HOST:PORT[,...]   the node (default %s, or $VROOM_SERVER);\n"
+		"                                 several: move to another when one fails\n"
 		"      --identity NAME            who you are (default $VROOM_IDENTITY, else $USER;\n"
 		"                                 with a token: the token's)\n"
 		"      --token FILE               the token to show the node (default $VROOM_TOKEN)\n"
@@ -83,11 +84,33 @@ int cli_timeout_ms(const struct cli *c)
 	return c->timeout_s > 86400.0 * 24 ? 86400 * 24 * 1000 : (int)(c->timeout_s * 1000);
 }
 
+/* With several nodes (-s A,B,C): moves, always on stderr with -v; a gap
+ * (pushes the new node no longer held) always. */
+static void cli_event(struct vroom *v, const struct vroom_event *ev, void *arg)
+{
+	const struct cli *c = arg;
+	if (ev->type == VROOM_EV_GAP)
+		fprintf(stderr, "vroom: gap: room %s: seqs %llu to %llu are lost\n", ev->room,
+			(unsigned long long)ev->from, (unsigned long long)ev->to);
+	else if (ev->type == VROOM_EV_LOST && c->verbose)
+		fprintf(stderr, "vroom: lost %s: %s; reconnecting\n", ev->server, ev->err->message);
+	else if (ev->type == VROOM_EV_MOVED && c->verbose)
+		fprintf(stderr, "vroom: connected to %s\n", ev->server);
+}
+
+struct vroom *cli_open(const struct cli *c, const struct vroom_handlers *h, void *arg,
+		       struct vroom_error *e)
+{
+	struct vroom_reconnect rc = {.enabled = 1, .event = cli_event, .event_arg = (void *)c};
+	return vroom_open_reconnect(c->server, c->identity, c->token,
+				    strchr(c->server, ',') ? &rc : NULL, h, arg, e);
+}
+
 static struct vroom *connect_or_die(const struct cli *c, const struct vroom_handlers *h,
 				    void *arg)
 {
 	struct vroom_error e;
-	struct vroom *v = vroom_open_token(c->server, c->identity, c->token, h, arg, &e);
+	struct vroom *v = cli_open(c, h, arg, &e);
 	if (!v)
 		cli_fail(&e);
 	return v;

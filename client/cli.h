@@ -22,6 +22,14 @@ struct cli {
 	const char *token; /* the token's text (--token FILE, $VROOM_TOKEN), or NULL */
 };
 
+struct vroom;
+struct vroom_handlers;
+/* Connects as the options say (vroom_open_token); with several servers
+ * (-s A,B,...) reconnection is on: the command moves to another node when
+ * its node fails. NULL with *e set on failure. */
+struct vroom *cli_open(const struct cli *c, const struct vroom_handlers *h, void *arg,
+		       struct vroom_error *e);
+
 /* Prints "vroom: NAME: MESSAGE" and returns exit status 1. */
 int cli_fail(const struct vroom_error *e);
 /* Prints a usage error and returns exit status 2. */

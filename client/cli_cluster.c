@@ -30,7 +30,7 @@ int cli_cluster(struct cli *c)
 		struct vroom_error e;
 		struct vroom_placement pl;
 		struct vroom *v =
-			vroom_open_token(c->server, c->identity, c->token, NULL, NULL, &e);
+			cli_open(c, NULL, NULL, &e);
 		if (!v)
 			return cli_fail(&e);
 		int rc = vroom_place(v, c->pos[2], &pl, &e);

@@ -115,7 +115,7 @@ static int stream_opts(struct cli *c, struct vroom_stream_opts *o, struct vroom_
 static struct vroom *open_or_fail(struct cli *c, const struct vroom_handlers *h, void *arg)
 {
 	struct vroom_error e;
-	struct vroom *v = vroom_open_token(c->server, c->identity, c->token, h, arg, &e);
+	struct vroom *v = cli_open(c, h, arg, &e);
 	if (!v)
 		cli_fail(&e);
 	return v;

@@ -541,24 +541,7 @@ int vroom_send_file(struct vroom *v, const char *room, const char *path,
 int vroom_subscribe_topics_async(struct vroom *v, const char *room, const char *const *topics,
 				 size_t ntopics, vroom_cb cb, void *arg, struct vroom_error *err)
 {
-	if (v->state != VROOM_ST_READY) {
-		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
-		return -1;
-	}
-	if (!room || !*room || strlen(room) > VROOM_ROOM_ID_MAX || ntopics > WIRE_TOPICS_MAX) {
-		vroom_seterr(err, VROOM_E_ARG, "a room id of 1-%d characters and at most %d topics",
-			     VROOM_ROOM_ID_MAX, WIRE_TOPICS_MAX);
-		return -1;
-	}
-	uint64_t rid = ++v->next_rid;
-	wire_buf_reset(&v->out);
-	msgpack_packer *pk = wire_begin(&v->out, WIRE_SUBSCRIBE, rid, 2);
-	wire_pack_cstr(pk, room);
-	msgpack_pack_array(pk, ntopics);
-	for (size_t i = 0; i < ntopics; i++)
-		wire_pack_cstr(pk, topics[i]);
-	wire_end(&v->out, 0);
-	return vroom_send_request(v, WIRE_SUBSCRIBE, rid, cb, arg, err);
+	return vroom_fo_subscribe(v, room, topics, ntopics, 1, cb, arg, err);
 }
 
 /* ---------------------------------------------------------------- readers */

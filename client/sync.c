@@ -104,6 +104,13 @@ struct vroom *vroom_open(const char *server, const char *identity,
 struct vroom *vroom_open_token(const char *server, const char *identity, const char *token,
 			       const struct vroom_handlers *h, void *arg, struct vroom_error *err)
 {
+	return vroom_open_reconnect(server, identity, token, NULL, h, arg, err);
+}
+
+struct vroom *vroom_open_reconnect(const char *server, const char *identity, const char *token,
+				   const struct vroom_reconnect *rc, const struct vroom_handlers *h,
+				   void *arg, struct vroom_error *err)
+{
 	struct event_base *base = event_base_new();
 	if (!base) {
 		vroom_seterr(err, VROOM_E_CONNECT, "cannot create an event base");
@@ -118,6 +125,7 @@ struct vroom *vroom_open_token(const char *server, const char *identity, const c
 	v->own_base = 1;
 	struct waiter w = {0};
 	if ((token && vroom_set_token(v, token, err) < 0) ||
+	    (rc && vroom_set_reconnect(v, rc, err) < 0) ||
 	    vroom_connect(v, server, identity, on_reply, &w, err) < 0 || wait_for(v, &w, err) < 0) {
 		vroom_close(v);
 		return NULL;

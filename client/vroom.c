@@ -55,13 +55,34 @@ void vroom_seterr(struct vroom_error *e, int code, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void pending_finish(struct vroom *v, struct pending *p, const struct vroom_result *r)
+void vroom_pending_drop(struct vroom *v, struct pending *p)
 {
 	TAILQ_REMOVE(&v->pending, p, link);
 	v->npending--;
-	if (p->cb)
-		p->cb(v, r, p->arg);
+	if (p->frame && p->type == WIRE_PUSH) {
+		v->unacked--;
+		v->unacked_bytes -= p->payload;
+	}
+	free(p->frame);
+	free(p->room);
 	free(p);
+}
+
+static void pending_finish(struct vroom *v, struct pending *p, const struct vroom_result *r)
+{
+	vroom_cb cb = p->cb;
+	void *arg = p->arg;
+	vroom_pending_drop(v, p);
+	if (cb)
+		cb(v, r, arg);
+}
+
+void vroom_pending_fail(struct vroom *v, struct pending *p, const struct vroom_error *e)
+{
+	struct vroom_result r = {.err = e};
+	if (p->type == WIRE_SUBSCRIBE)
+		vroom_fo_sub_reply(v, p, &r, NULL);
+	pending_finish(v, p, &r);
 }
 
 static void fail_all(struct vroom *v, const struct vroom_error *e)
@@ -72,19 +93,28 @@ static void fail_all(struct vroom *v, const struct vroom_error *e)
 		pending_finish(v, p, &r);
 }
 
-/* Ends the connection once; reports why to the pending requests and to the
- * disconnected handler. */
-static void lost(struct vroom *v, const struct vroom_error *why)
+/* Ends the connection once, unless the client moves to another node
+ * (client/failover.c); reports why to the pending requests, to
+ * vroom_connect()'s callback if it has not run, and to the disconnected
+ * handler if a connection had been welcomed. */
+void vroom_lost(struct vroom *v, const struct vroom_error *why)
 {
 	if (v->state == VROOM_ST_CLOSED)
 		return;
-	int was_ready = v->state == VROOM_ST_READY;
+	if (vroom_fo_lost(v, why))
+		return;
+	int was_ready = v->state == VROOM_ST_READY || v->welcomed;
 	v->state = VROOM_ST_CLOSED;
 	if (v->bev)
 		bufferevent_disable(v->bev, EV_READ | EV_WRITE);
 	struct vroom_error e = v->node_err.code ? v->node_err : *why;
 	fail_all(v, &e);
 	vroom_streams_lost(v, &e);
+	if (v->hello_cb) {
+		vroom_cb cb = v->hello_cb;
+		v->hello_cb = NULL;
+		cb(v, &(struct vroom_result){.err = &e}, v->hello_arg);
+	}
 	if (was_ready && v->h.disconnected)
 		v->h.disconnected(v, &e, v->harg);
 	v->stop = 1;
@@ -128,6 +158,8 @@ static void on_welcome(struct vroom *v, const struct wire_msg *m)
 		v->limits[v->nlimits++].value = val->via.u64;
 	}
 	v->state = VROOM_ST_READY;
+	vroom_fo_learn(v, m);
+	vroom_fo_welcomed(v);
 	if (p) {
 		struct vroom_result r = {0};
 		pending_finish(v, p, &r);
@@ -145,10 +177,8 @@ static void on_error(struct vroom *v, const struct wire_msg *m)
 	 * accept: limit, shutdown), is why the node closes next. */
 	if (wire_err_fatal((int)m->f[0].u) || m->rid == 0)
 		v->node_err = e;
-	if (p) {
-		struct vroom_result r = {.err = &e};
-		pending_finish(v, p, &r);
-	}
+	if (p)
+		vroom_pending_fail(v, p, &e);
 }
 
 static void decode_info(const msgpack_object *o, struct vroom_room_info *info,
@@ -215,6 +245,9 @@ static void on_ok(struct vroom *v, const struct wire_msg *m)
 		if (val && val->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
 			r.seq = val->via.u64;
 		break;
+	case WIRE_SUBSCRIBE:
+		vroom_fo_sub_reply(v, p, &r, val);
+		break;
 	case WIRE_INFO:
 		if (!val)
 			break;
@@ -262,6 +295,8 @@ static void on_deliver(struct vroom *v, const struct wire_msg *m)
 		.data = m->f[4].s.ptr,
 		.len = m->f[4].s.len,
 	};
+	if (!vroom_fo_deliver(v, &p))
+		return; /* a seq delivered already, or held until a resumed room is in order */
 	if (v->h.push)
 		v->h.push(v, &p, v->harg);
 }
@@ -271,6 +306,7 @@ static void on_room_closed(struct vroom *v, const struct wire_msg *m)
 	char room[VROOM_ROOM_ID_MAX + 1], reason[WIRE_REASON_MAX + 1];
 	copy_str(room, sizeof(room), &m->f[0].s);
 	copy_str(reason, sizeof(reason), &m->f[1].s);
+	vroom_fo_room_closed(v, room);
 	if (v->h.room_closed)
 		v->h.room_closed(v, room, reason, v->harg);
 }
@@ -304,10 +340,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct wire_msg m;
 
+	if (bev != v->bev)
+		return; /* a connection already given up */
 	v->busy++;
 	/* vroom_free() from a handler stops the dispatch here: nothing more
-	 * reaches handlers whose state the caller may have freed with it. */
-	while (v->state != VROOM_ST_CLOSED && !v->free_asked) {
+	 * reaches handlers whose state the caller may have freed with it; nor
+	 * does anything after the connection was lost (bev is then an old one). */
+	while ((v->state == VROOM_ST_READY || v->state == VROOM_ST_CONNECTING) && bev == v->bev &&
+	       !v->free_asked) {
 		size_t avail = evbuffer_get_length(in), used;
 		if (avail < WIRE_HDR)
 			break;
@@ -323,7 +363,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 			wire_dec_error(v->dec, &why);
 			struct vroom_error e;
 			vroom_seterr(&e, VROOM_E_PROTOCOL, "bad frame from the node: %s", why);
-			lost(v, &e);
+			vroom_lost(v, &e);
 			break;
 		}
 		dispatch(v, &m);
@@ -338,7 +378,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct vroom *v = arg;
 	struct vroom_error e;
-	if (what & BEV_EVENT_CONNECTED)
+	if ((what & BEV_EVENT_CONNECTED) || bev != v->bev)
 		return;
 	v->busy++;
 	if (v->state == VROOM_ST_CONNECTING && !(what & BEV_EVENT_EOF))
@@ -350,7 +390,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	else
 		vroom_seterr(&e, VROOM_E_CLOSED, "connection to %s lost: %s", v->server,
 			     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	lost(v, &e);
+	vroom_lost(v, &e);
 	v->busy--;
 	if (v->free_asked && !v->busy)
 		vroom_free(v);
@@ -374,7 +414,10 @@ struct vroom *vroom_new(struct event_base *base, const struct vroom_handlers *h,
 	TAILQ_INIT(&v->readers);
 	v->wait_ms = 30000;
 	v->rcvbuf = VROOM_DEFAULT_RCVBUF;
-	if (!v->dec) {
+	v->subs = smap_new();
+	if (!v->dec || !v->subs) {
+		wire_dec_free(v->dec);
+		smap_free(v->subs);
 		free(v);
 		return NULL;
 	}
@@ -398,6 +441,7 @@ void vroom_free(struct vroom *v)
 		vroom_streams_lost(v, &e);
 	}
 	vroom_streams_free(v);
+	vroom_fo_free(v);
 	free(v->token);
 	if (v->bev)
 		bufferevent_free(v->bev);
@@ -406,52 +450,116 @@ void vroom_free(struct vroom *v)
 	free(v);
 }
 
+/* Requests that may go again to another node after a move: a push counts
+ * once at the relay; the others change nothing or the same thing twice. */
+static int resendable(unsigned type)
+{
+	return type == WIRE_PUSH || type == WIRE_SUBSCRIBE || type == WIRE_UNSUBSCRIBE ||
+	       type == WIRE_INFO || type == WIRE_PLACE || type == WIRE_PING;
+}
+
+int vroom_write_pending(struct vroom *v, struct pending *p)
+{
+	if ((v->state != VROOM_ST_READY && v->state != VROOM_ST_CONNECTING) || !v->bev)
+		return 0; /* kept: sent once a node has welcomed the client */
+	const uint8_t *f = p->frame ? p->frame : v->out.p;
+	size_t len = p->frame ? p->len : v->out.len;
+	if (bufferevent_write(v->bev, f, len) < 0)
+		return -1;
+	p->gen = v->gen;
+	return 0;
+}
+
 /* Queues the frame in v->out and a pending entry for its reply. */
-int vroom_send_request(struct vroom *v, unsigned type, uint64_t rid, vroom_cb cb, void *arg,
-		       struct vroom_error *err)
+struct pending *vroom_queue(struct vroom *v, unsigned type, uint64_t rid, vroom_cb cb, void *arg,
+			    struct vroom_error *err)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	if (!p) {
 		vroom_seterr(err, VROOM_E_ARG, "out of memory");
-		return -1;
+		return NULL;
 	}
 	p->rid = rid;
 	p->type = (uint16_t)type;
 	p->cb = cb;
 	p->arg = arg;
+	/* With reconnection on, a frame is kept if it may go again (see
+	 * struct pending): no node has welcomed the client on this
+	 * connection yet, or the request is one that may be repeated. */
+	if (v->rc_on && type != WIRE_HELLO && (resendable(type) || v->state != VROOM_ST_READY)) {
+		if (!(p->frame = malloc(v->out.len))) {
+			free(p);
+			vroom_seterr(err, VROOM_E_ARG, "out of memory");
+			return NULL;
+		}
+		memcpy(p->frame, v->out.p, v->out.len);
+		p->len = v->out.len;
+	}
 	TAILQ_INSERT_TAIL(&v->pending, p, link);
 	v->npending++;
-	if (bufferevent_write(v->bev, v->out.p, v->out.len) < 0) {
-		TAILQ_REMOVE(&v->pending, p, link);
-		v->npending--;
-		free(p);
+	if (vroom_write_pending(v, p) < 0) {
+		p->type = 0; /* not a push: no unacked count to undo */
+		vroom_pending_drop(v, p);
 		vroom_seterr(err, VROOM_E_CLOSED, "cannot queue the request");
-		return -1;
+		return NULL;
 	}
-	return 0;
+	return p;
+}
+
+int vroom_send_request(struct vroom *v, unsigned type, uint64_t rid, vroom_cb cb, void *arg,
+		       struct vroom_error *err)
+{
+	return vroom_queue(v, type, rid, cb, arg, err) ? 0 : -1;
 }
 
 int vroom_connect(struct vroom *v, const char *server, const char *identity, vroom_cb done,
 		  void *arg, struct vroom_error *err)
 {
-	char host[256];
-	int port;
-	if (v->bev) {
+	if (v->bev || v->state != VROOM_ST_IDLE) {
 		vroom_seterr(err, VROOM_E_ARG, "already connected");
 		return -1;
 	}
 	if (!server)
 		server = VROOM_DEFAULT_SERVER;
-	if (addr_split(server, "127.0.0.1", host, sizeof(host), &port) < 0 || port == 0) {
-		vroom_seterr(err, VROOM_E_ARG, "server '%s' is not HOST:PORT", server);
+	if (vroom_fo_parse_servers(v, server, err) < 0)
 		return -1;
-	}
 	size_t idlen = identity ? strlen(identity) : 0;
 	if ((idlen == 0 && !v->token) || idlen > VROOM_IDENTITY_MAX) {
 		vroom_seterr(err, VROOM_E_ARG, "identity must be 1-%d bytes", VROOM_IDENTITY_MAX);
 		return -1;
 	}
+	memcpy(v->identity, identity ? identity : "", idlen + 1);
+	v->hello_cb = done;
+	v->hello_arg = arg;
+	v->cur = 0;
+	if (vroom_attempt(v, err) < 0) {
+		/* with reconnection on and more nodes listed: the next one, on
+		 * the reconnection path (done runs later) */
+		v->state = VROOM_ST_CONNECTING;
+		if (!v->rc_on || v->nservers < 2 || !vroom_fo_lost(v, err)) {
+			v->state = VROOM_ST_CLOSED;
+			v->hello_cb = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* One connection attempt to v->servers[v->cur]: socket, HELLO. 0, or -1
+ * with *err (nothing left behind). */
+int vroom_attempt(struct vroom *v, struct vroom_error *err)
+{
+	char host[256];
+	int port;
+	const char *server = v->servers[v->cur];
+	if (addr_split(server, "127.0.0.1", host, sizeof(host), &port) < 0 || port == 0) {
+		vroom_seterr(err, VROOM_E_ARG, "server '%s' is not HOST:PORT", server);
+		return -1;
+	}
+	const char *identity = v->identity;
+	size_t idlen = strlen(identity);
 	snprintf(v->server, sizeof(v->server), "%s", server);
+	v->node_err.code = 0;
 	/* Resolve here (blocking, like libevent without a DNS base) to set the
 	 * receive buffer before connecting: window scaling is fixed then. */
 	struct evutil_addrinfo hints = {0}, *ai = NULL;
@@ -485,29 +593,41 @@ int vroom_connect(struct vroom *v, const char *server, const char *identity, vro
 	}
 	bufferevent_setcb(v->bev, on_read, NULL, on_event, v);
 	bufferevent_enable(v->bev, EV_READ | EV_WRITE);
+	int prev = v->state;
 	v->state = VROOM_ST_CONNECTING;
+	v->gen++;
 
+	/* HELLO [1, rid, 1, identity, token?, publisher?]: with reconnection
+	 * on, the publisher id (and an empty token if there is none). */
 	uint64_t rid = ++v->next_rid;
 	wire_buf_reset(&v->out);
-	msgpack_packer *pk = wire_begin(&v->out, WIRE_HELLO, rid, v->token ? 3 : 2);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_HELLO, rid, v->rc_on ? 4 : v->token ? 3 : 2);
 	msgpack_pack_uint64(pk, WIRE_VERSION);
-	wire_pack_str(pk, identity ? identity : "", idlen);
-	if (v->token)
-		wire_pack_bin(pk, v->token, v->token_len);
+	wire_pack_str(pk, identity, idlen);
+	if (v->token || v->rc_on)
+		wire_pack_bin(pk, v->token ? v->token : (const uint8_t *)"", v->token_len);
+	if (v->rc_on)
+		msgpack_pack_uint64(pk, v->rc.publisher_id);
 	wire_end(&v->out, 0);
-	if (vroom_send_request(v, WIRE_HELLO, rid, done, arg, err) < 0)
-		return -1;
-	int rc = bufferevent_socket_connect(v->bev, ai->ai_addr, (int)ai->ai_addrlen);
+	struct pending *hp = vroom_queue(v, WIRE_HELLO, rid, vroom_fo_hello_done, NULL, err);
+	int rc = hp ? bufferevent_socket_connect(v->bev, ai->ai_addr, (int)ai->ai_addrlen) : -1;
 	evutil_freeaddrinfo(ai);
 	if (rc < 0) {
-		vroom_seterr(err, VROOM_E_CONNECT, "cannot connect to %s", server);
-		struct pending *p = TAILQ_FIRST(&v->pending);
-		TAILQ_REMOVE(&v->pending, p, link);
-		v->npending--;
-		free(p);
-		v->state = VROOM_ST_CLOSED;
+		if (hp) {
+			vroom_seterr(err, VROOM_E_CONNECT, "cannot connect to %s", server);
+			vroom_pending_drop(v, hp);
+		}
+		bufferevent_free(v->bev);
+		v->bev = NULL;
+		v->state = prev == VROOM_ST_WAITING ? prev : VROOM_ST_CLOSED;
 		return -1;
 	}
+	/* HELLO leads; requests queued while there was no connection follow */
+	struct pending *p;
+	TAILQ_FOREACH(p, &v->pending, link)
+	if (p->frame && p->gen != v->gen)
+		vroom_write_pending(v, p);
+	vroom_fo_attempt_started(v);
 	return 0;
 }
 
@@ -539,7 +659,8 @@ int vroom_set_token(struct vroom *v, const char *token, struct vroom_error *err)
 
 static int ready(struct vroom *v, struct vroom_error *err)
 {
-	if (v->state == VROOM_ST_CLOSED || !v->bev) {
+	if (v->state == VROOM_ST_CLOSED || v->state == VROOM_ST_IDLE ||
+	    (!v->bev && v->state != VROOM_ST_WAITING)) {
 		vroom_seterr(err, VROOM_E_CLOSED, "not connected");
 		return 0;
 	}
@@ -605,12 +726,15 @@ int vroom_revoke_async(struct vroom *v, const char *room, const char *identity, 
 int vroom_subscribe_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
 			  struct vroom_error *err)
 {
-	return request_strs(v, WIRE_SUBSCRIBE, cb, arg, err, 1, room, NULL);
+	return vroom_fo_subscribe(v, room, NULL, 0, 0, cb, arg, err);
 }
 
 int vroom_unsubscribe_async(struct vroom *v, const char *room, vroom_cb cb, void *arg,
 			    struct vroom_error *err)
 {
+	if (!ready(v, err) || !room_ok(room, err))
+		return -1;
+	vroom_fo_unsubscribe_noted(v, room);
 	return request_strs(v, WIRE_UNSUBSCRIBE, cb, arg, err, 1, room, NULL);
 }
 
@@ -631,6 +755,15 @@ int vroom_push_async(struct vroom *v, const char *room, uint8_t dtype, const voi
 {
 	if (!ready(v, err) || !room_ok(room, err))
 		return -1;
+	/* Kept until acknowledged, to send again after a move: bounded. */
+	if (v->rc_on &&
+	    (v->unacked >= v->rc.max_unacked || v->unacked_bytes + len > v->rc.max_unacked_bytes)) {
+		vroom_seterr(err, VROOM_E_LIMIT,
+			     "%zu pushes (%zu bytes) not yet acknowledged: the reconnection bounds "
+			     "(max_unacked, max_unacked_bytes) are reached",
+			     v->unacked, v->unacked_bytes);
+		return -1;
+	}
 	uint64_t rid = ++v->next_rid;
 	wire_buf_reset(&v->out);
 	msgpack_packer *pk = wire_begin(&v->out, WIRE_PUSH, rid, 3);
@@ -638,7 +771,15 @@ int vroom_push_async(struct vroom *v, const char *room, uint8_t dtype, const voi
 	msgpack_pack_unsigned_char(pk, dtype);
 	wire_pack_bin(pk, data, len);
 	wire_end(&v->out, 0);
-	return vroom_send_request(v, WIRE_PUSH, rid, cb, arg, err);
+	struct pending *p = vroom_queue(v, WIRE_PUSH, rid, cb, arg, err);
+	if (!p)
+		return -1;
+	if (p->frame) {
+		p->payload = len;
+		v->unacked++;
+		v->unacked_bytes += len;
+	}
+	return 0;
 }
 
 size_t vroom_inflight(const struct vroom *v)

@@ -132,7 +132,10 @@ typedef void (*vroom_cb)(struct vroom *v, const struct vroom_result *r, void *ar
 /* A client on base (borrowed) with handlers h (copied, may be NULL). */
 struct vroom *vroom_new(struct event_base *base, const struct vroom_handlers *h, void *arg);
 /* Connects to server ("HOST:PORT") and says HELLO as identity; done runs once
- * the node has welcomed us or refused. 0, or -1 with *err set. */
+ * the node has welcomed us or refused. server may list several nodes,
+ * "HOST:PORT,HOST:PORT,..." (at most 64): the first is used, and with
+ * reconnection on (vroom_set_reconnect) the others when it fails.
+ * 0, or -1 with *err set. */
 int vroom_connect(struct vroom *v, const char *server, const char *identity, vroom_cb done,
 		  void *arg, struct vroom_error *err);
 /* Closes the connection; pending callbacks run with VROOM_E_CLOSED. */
@@ -185,6 +188,60 @@ int vroom_connected(const struct vroom *v);
 void vroom_set_rcvbuf(struct vroom *v, int bytes);
 struct event_base *vroom_base(const struct vroom *v);
 
+/* ---- moving between nodes ----
+ *
+ * With reconnection on, a client survives the loss of its node: it connects
+ * to the next node of its list (the addresses given to vroom_connect(),
+ * comma-separated, then the cluster's members as WELCOME names them), says
+ * HELLO with the same identity and token, subscribes again to its rooms
+ * after the last seq it delivered (the node replays what it missed), and
+ * sends again the pushes not yet acknowledged (the relay counts each once:
+ * HELLO carries a publisher id, and rids keep increasing). Each push's
+ * callback runs once, with its seq. Other requests in flight when the
+ * connection drops fail with VROOM_E_CLOSED; open byte streams end with an
+ * error (they are not resumed). docs/client.md, "Moving between nodes".
+ */
+
+enum vroom_event_type {
+	VROOM_EV_LOST = 1,  /* the connection to server is gone (err why): reconnecting */
+	VROOM_EV_MOVED = 2, /* welcomed by server (another node, or the same again) */
+	VROOM_EV_GAP = 3,   /* room: seqs from..to are lost for good (no node holds them) */
+	VROOM_EV_RESUMED = 4, /* room: subscribed again; from is the first seq it delivers */
+};
+
+struct vroom_event {
+	int type;		       /* enum vroom_event_type */
+	const char *server;	       /* LOST, MOVED: the node's address */
+	const struct vroom_error *err; /* LOST: why */
+	const char *room;	       /* GAP, RESUMED */
+	uint64_t from, to;	       /* GAP: the seqs lost; RESUMED: from */
+	unsigned attempt;	       /* LOST, MOVED: attempts since the connection was lost */
+};
+
+/* Reconnection settings; 0 in a field means its default. */
+struct vroom_reconnect {
+	int enabled;
+	int backoff_min_ms;	/* 100: wait before the first attempt, doubled per attempt */
+	int backoff_max_ms;	/* 2000: the longest wait between attempts */
+	int give_up_ms;		/* 30000: total time without a node, then disconnected */
+	int attempt_timeout_ms; /* 5000: connect and WELCOME, per attempt */
+	int resume_timeout_ms;	/* 10000: a resumed subscription's answer, else try another node */
+	size_t max_unacked;	/* 4096: pushes kept until acknowledged; more: VROOM_E_LIMIT */
+	size_t max_unacked_bytes; /* 64 MiB: their payload bytes */
+	size_t max_held;	  /* 65536: pushes held to put a resumed room in order */
+	uint64_t publisher_id;	  /* 0: random; names this client's pushes across sessions */
+	void (*event)(struct vroom *v, const struct vroom_event *e, void *arg); /* may be NULL */
+	void *event_arg;
+};
+
+/* Before vroom_connect(): turns reconnection on (o->enabled) or off. The
+ * settings are copied. 0, or -1 with *err (VROOM_E_ARG) if connected. */
+int vroom_set_reconnect(struct vroom *v, const struct vroom_reconnect *o, struct vroom_error *err);
+/* The address of the node the client is connected to (or trying). */
+const char *vroom_server(const struct vroom *v);
+/* Connections made since vroom_connect() (1 until the first move). */
+unsigned vroom_connections(const struct vroom *v);
+
 /* ---- blocking layer ---- */
 
 /* Connects and waits for WELCOME on a base of its own (freed by vroom_close).
@@ -194,6 +251,10 @@ struct vroom *vroom_open(const char *server, const char *identity,
 /* vroom_open() with a token (its text form; NULL: none), as vroom_set_token(). */
 struct vroom *vroom_open_token(const char *server, const char *identity, const char *token,
 			       const struct vroom_handlers *h, void *arg, struct vroom_error *err);
+/* vroom_open_token() with reconnection settings (NULL: off). */
+struct vroom *vroom_open_reconnect(const char *servers, const char *identity, const char *token,
+				   const struct vroom_reconnect *rc, const struct vroom_handlers *h,
+				   void *arg, struct vroom_error *err);
 /* vroom_free() plus the base vroom_open() made. vroom_close(NULL) is a no-op. */
 void vroom_close(struct vroom *v);
 /* Each waits for the reply and returns 0, or -1 with *err set. */

@@ -56,6 +56,7 @@ struct conn {
 	struct conns *set;
 	uint64_t id;
 	uint64_t sid;	   /* random: names the session across nodes */
+	uint64_t push_key; /* names the publisher across sessions (0: sid); see conn.h */
 	struct peer *proxy; /* set: a remote session relayed here over this link */
 	enum conn_state state;
 	struct bufferevent *bev;
@@ -500,6 +501,16 @@ struct conn *conn_new_proxy(struct node *n, struct peer *p, uint64_t sid, const 
 uint64_t conn_sid(const struct conn *c)
 {
 	return c->sid;
+}
+
+uint64_t conn_push_key(const struct conn *c)
+{
+	return c->push_key ? c->push_key : c->sid;
+}
+
+void conn_set_push_key(struct conn *c, uint64_t key)
+{
+	c->push_key = key;
 }
 
 struct peer *conn_proxy_peer(const struct conn *c)

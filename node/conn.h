@@ -54,6 +54,12 @@ struct conn *conn_new_proxy(struct node *n, struct peer *p, uint64_t sid, const 
 			    size_t len);
 /* The session id: random, names the session across nodes. */
 uint64_t conn_sid(const struct conn *c);
+/* The key the rooms' rings know this session's pushes by (repl_seen): a hash
+ * of the identity and the publisher id HELLO gave, the same on every node and
+ * across reconnections, so that a push sent again on a new session counts
+ * once; without a publisher id, the session id. Never 0. */
+uint64_t conn_push_key(const struct conn *c);
+void conn_set_push_key(struct conn *c, uint64_t key);
 /* The link a proxy's session lives behind, or NULL for a local client. */
 struct peer *conn_proxy_peer(const struct conn *c);
 /* Links that carried this local session's requests (to end it there). */

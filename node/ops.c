@@ -3,6 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <xxhash.h>
+
+#include "cluster/memb.h"
+
 #include "node/clus.h"
 #include "node/conn.h"
 #include "node/guard.h"
@@ -43,6 +47,29 @@ static int owner_only(struct conn *c, const struct room *r, uint64_t rid, const 
 	return 0;
 }
 
+/* WELCOME's nodes: the client addresses of the cluster's members that
+ * serve (alive or suspect, this node first), at most WIRE_NODES_MAX, so that
+ * a client can move to another node by itself. */
+static void pack_nodes(msgpack_packer *pk, struct clus *cl)
+{
+	const struct memb *mb = clus_memb(cl);
+	const char *addrs[WIRE_NODES_MAX];
+	size_t k = 0;
+	const struct memb_member *self = memb_self(mb);
+	if (self && self->client_addr[0])
+		addrs[k++] = self->client_addr;
+	for (size_t i = 0; i < memb_count(mb) && k < WIRE_NODES_MAX; i++) {
+		const struct memb_member *mm = memb_at(mb, i);
+		if (mm == self || !mm->client_addr[0] ||
+		    (mm->state != MEMB_ALIVE && mm->state != MEMB_SUSPECT))
+			continue;
+		addrs[k++] = mm->client_addr;
+	}
+	msgpack_pack_array(pk, k);
+	for (size_t i = 0; i < k; i++)
+		wire_pack_cstr(pk, addrs[i]);
+}
+
 static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 {
 	const struct cfg *cfg = node_cfg(n);
@@ -73,11 +100,20 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 	conn_set_ready(c, id, idlen);
 	if (guard_keys(g))
 		guard_admit(g, c, &cl);
+	/* A publisher id: the rings know this session's pushes by a hash of
+	 * it and the identity, so that one client's pushes sent again on a
+	 * new session (another node, after a failure) count once, and one
+	 * identity cannot name another's pushes. */
+	if (m->nfields > 3 && m->f[3].u) {
+		uint64_t key = XXH3_64bits_withSeed(id, idlen, m->f[3].u);
+		conn_set_push_key(c, key ? key : 1);
+	}
 
 	char session[48];
 	snprintf(session, sizeof(session), "%s-%llu", node_id(n), (unsigned long long)conn_id(c));
 	struct wire_buf *b = node_scratch(n);
-	msgpack_packer *pk = wire_begin(b, WIRE_WELCOME, m->rid, 3);
+	struct clus *cl_ = node_clus(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_WELCOME, m->rid, cl_ ? 4 : 3);
 	wire_pack_cstr(pk, node_id(n));
 	wire_pack_cstr(pk, session);
 	msgpack_pack_map(pk, 9);
@@ -99,6 +135,8 @@ static void op_hello(struct node *n, struct conn *c, const struct wire_msg *m)
 	msgpack_pack_uint64(pk, cfg->room_idle_ms);
 	wire_pack_cstr(pk, "hello_timeout_ms");
 	msgpack_pack_uint64(pk, cfg->hello_timeout_ms);
+	if (cl_)
+		pack_nodes(pk, cl_);
 	wire_end(b, 0);
 	conn_send(c, b);
 	vlog(node_log(n), LOG_DEBUG, "conn %llu %s: hello from %s", (unsigned long long)conn_id(c),
@@ -235,8 +273,22 @@ int ops_subscribe_local(struct node *n, struct conn *c, struct room *r, const st
 static void op_subscribe(struct node *n, struct conn *c, const struct wire_msg *m)
 {
 	struct room *r = room_arg(n, c, m);
-	if (r && ops_subscribe_local(n, c, r, m) == 0)
+	if (!r || ops_subscribe_local(n, c, r, m) != 0)
+		return;
+	if (m->nfields > 2) /* resuming: what it missed, then OK with the first seq */
+		repl_resume(n, r, m->f[2].u, c, m->rid);
+	else
 		reply_ok(n, c, m->rid);
+}
+
+/* SUB_REPLAY from a subscriber's node (inside FWD): the pushes after `after`
+ * that the ring holds, for a client that resumes its subscription on a
+ * mirror there; its live pushes come through the mirror. */
+static void op_sub_replay(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = room_arg(n, c, m);
+	if (r && guard_may(node_guard(n), c, r, TOKEN_SUB, m->rid))
+		repl_resume(n, r, m->f[1].u, c, m->rid);
 }
 
 static void op_unsubscribe(struct node *n, struct conn *c, const struct wire_msg *m)
@@ -385,7 +437,7 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 	/* A push sent again after a takeover (its session and rid known to
 	 * the ring) counts once: it gets its first seq back. */
 	uint64_t seen;
-	if (repl_seen(n, r, conn_sid(c), m->rid, &seen)) {
+	if (repl_seen(n, r, conn_push_key(c), m->rid, &seen)) {
 		struct wire_buf *b0 = node_scratch(n);
 		msgpack_packer *pk0 = wire_begin(b0, WIRE_OK, m->rid, 1);
 		msgpack_pack_uint64(pk0, seen);
@@ -435,7 +487,7 @@ static void op_push(struct node *n, struct conn *c, const struct wire_msg *m)
 
 	/* In a cluster the push goes to the room's backups first; it is
 	 * delivered and acknowledged once the first backup holds it. */
-	repl_push(n, r, seq, conn_sid(c), m->rid, frame);
+	repl_push(n, r, seq, conn_push_key(c), m->rid, frame);
 	if (!repl_hold(n, r, seq, c, m->rid, frame, data->len, node_read_ns(n)))
 		ops_push_done(n, r, c, m->rid, seq, frame, data->len, node_read_ns(n));
 	blob_unref(frame);
@@ -529,6 +581,13 @@ void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m, cons
 	switch (m->type) {
 	case WIRE_PLACE:
 		op_place(n, c, m);
+		break;
+	case WIRE_SUB_REPLAY:
+		if (conn_proxy_peer(c))
+			op_sub_replay(n, c, m);
+		else
+			conn_error(c, m->rid, WIRE_E_UNKNOWN_TYPE,
+				   "frame type 109 is not a request this node accepts");
 		break;
 	case WIRE_CREATE_ID:
 		if (conn_proxy_peer(c))

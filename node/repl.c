@@ -409,6 +409,33 @@ void repl_replay_conn(struct node *n, const struct room *r, uint64_t from_seq, s
 	}
 }
 
+void repl_resume(struct node *n, const struct room *r, uint64_t after, struct conn *c, uint64_t rid)
+{
+	struct ring *g = node_clus(n) ? ring_of(node_repl(n), room_id(r), 0) : NULL;
+	uint64_t seq = room_seq(r);
+	/* after = 2^64-1: no replay, just where the subscription starts */
+	uint64_t first = after == UINT64_MAX ? seq + 1 : after + 1;
+	/* Seqs from after + 1 to the oldest the ring holds, less one, are
+	 * gone for this subscriber: the OK says where it starts again. */
+	if (after != UINT64_MAX && seq > after) {
+		uint64_t oldest = g && g->len ? g->e[g->head].seq : seq + 1;
+		if (oldest > first)
+			first = oldest;
+	}
+	uint64_t own = conn_push_key(c);
+	for (size_t i = 0; g && i < g->len; i++) {
+		const struct entry *e = &g->e[(g->head + i) % g->cap];
+		/* its own pushes never come back to a publisher */
+		if (e->seq > after && e->sid != own)
+			conn_send_blob(c, e->frame);
+	}
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
+	msgpack_pack_uint64(pk, first);
+	wire_end(b, 0);
+	conn_send(c, b);
+}
+
 /* Sends the backups the whole state of a room this node relays, when they
  * are not the ones it was last sent to. */
 static void fill(struct node *n, struct room *r)
@@ -475,6 +502,20 @@ static struct room *promote(struct node *n, struct room *rep, const char *why)
 	return nr;
 }
 
+/* The session that pushed a DELIVER: its trailing origin (uint64), else
+ * fallback. The ring's key is the publisher's, which is not a session. */
+static uint64_t frame_origin(const struct blob *frame, uint64_t fallback)
+{
+	size_t len = blob_len(frame);
+	const uint8_t *p = blob_data((struct blob *)frame);
+	if (len < WIRE_HDR + 9 || p[len - 9] != 0xcf)
+		return fallback;
+	uint64_t v = 0;
+	for (size_t i = len - 8; i < len; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
 /* A push from the node that relayed this room before, for a room relayed
  * here now: deliver what is new here, as the relay would have. */
 static void catch_up(struct node *n, struct room *r, uint64_t seq, uint64_t origin,
@@ -485,7 +526,8 @@ static void catch_up(struct node *n, struct room *r, uint64_t seq, uint64_t orig
 	room_set_seq(r, seq);
 	for (struct room_sub *s = room_subs(r), *next; s; s = next) {
 		next = room_sub_next(s);
-		if (!room_sub_is_peer(s) && conn_sid(room_sub_who(s)) == origin)
+		if (!room_sub_is_peer(s) &&
+		    conn_sid(room_sub_who(s)) == frame_origin(frame, origin))
 			continue;
 		node_send_blob(n, s, frame);
 	}

@@ -63,6 +63,12 @@ int repl_seen(struct node *n, const struct room *r, uint64_t sid, uint64_t rid, 
 void repl_replay(struct node *n, const struct room *r, uint64_t from_seq, struct peer *p);
 /* The same to a local client connection. */
 void repl_replay_conn(struct node *n, const struct room *r, uint64_t from_seq, struct conn *c);
+/* SUBSCRIBE with `after` (or SUB_REPLAY): sends c every push of r after seq
+ * `after` that the ring holds, except c's own (by conn_push_key), then OK
+ * [3, rid, first]: first is after + 1, or past it when the ring no longer
+ * holds the pushes from after + 1 to first - 1 (lost to this subscriber). */
+void repl_resume(struct node *n, const struct room *r, uint64_t after, struct conn *c,
+		 uint64_t rid);
 /* A replication frame from a relay. */
 void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m);
 /* Membership changed: take over the rooms this node now relays, and bring

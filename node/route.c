@@ -54,6 +54,7 @@ struct pend {
 	uint64_t rid; /* on the link */
 	struct peer *p;
 	uint64_t sid, client_rid;
+	int quiet; /* the client's answer comes from its SUB_REPLAY, not from here */
 	char room[ROOM_ID_LEN + 1];
 	TAILQ_ENTRY(pend) next;
 };
@@ -177,16 +178,20 @@ static uint64_t raw_rid(const uint8_t *f, size_t len)
 	return raw_uint(f, len, &at);
 }
 
-/* FWD [501, 0, sid, identity, frame] on link p. */
+/* FWD [501, 0, sid, identity, frame, key?] on link p; key (when not 0) is
+ * the session's publisher key (conn_push_key), which the relay's ring knows
+ * its pushes by. */
 static int fwd_send(struct node *n, struct peer *p, uint64_t sid, const char *who, size_t wlen,
-		    const uint8_t *frame, size_t len)
+		    const uint8_t *frame, size_t len, uint64_t key)
 {
 	struct route *r = node_route(n);
 	wire_buf_reset(&r->buf);
-	msgpack_packer *pk = wire_begin(&r->buf, WIRE_FWD, 0, 3);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_FWD, 0, key ? 4 : 3);
 	msgpack_pack_uint64(pk, sid);
 	wire_pack_str(pk, who, wlen);
 	wire_pack_bin(pk, frame, len);
+	if (key)
+		msgpack_pack_uint64(pk, key);
 	wire_end(&r->buf, 0);
 	if (peer_send(p, r->buf.p, r->buf.len) < 0)
 		return -1;
@@ -257,6 +262,13 @@ static int keep_orphan(struct node *n, struct conn *c, const uint8_t *frame, siz
 	return 0;
 }
 
+/* The client's publisher key, carried in FWD when it has one of its own
+ * (0: the session id is the key). */
+static uint64_t fwd_key(const struct conn *c)
+{
+	return conn_push_key(c) != conn_sid(c) ? conn_push_key(c) : 0;
+}
+
 /* Sends a client's request to its room's relay. Every request with a rid
  * is kept until answered, so that none goes unanswered if its relay goes
  * and an answer that comes twice (from the old relay and from the one it
@@ -280,7 +292,8 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 			return 0;
 		}
 		int resend = type == WIRE_PUSH || type == WIRE_GRANT || type == WIRE_REVOKE ||
-			     type == WIRE_REMOVE || type == WIRE_INFO || type == WIRE_CREATE_ID;
+			     type == WIRE_REMOVE || type == WIRE_INFO || type == WIRE_CREATE_ID ||
+			     type == WIRE_SUB_REPLAY;
 		*f = (struct fwd){.p = p, .sid = conn_sid(c), .rid = rid, .len = len,
 				  .resend = resend, .type = type, .has_room = room != NULL};
 		if (room)
@@ -290,7 +303,8 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 	if (f && (behind_orphans(n, f) || behind_other_relay(n, f, p)))
 		return 0;
 	conn_note_peer(c, p);
-	if (fwd_send(n, p, conn_sid(c), conn_identity(c), conn_identity_len(c), frame, len) < 0) {
+	if (fwd_send(n, p, conn_sid(c), conn_identity(c), conn_identity_len(c), frame, len,
+		     fwd_key(c)) < 0) {
 		free(f);
 		return -1;
 	}
@@ -353,6 +367,30 @@ static void meta_drop(struct route *r, const char *id)
 	free(smap_del(r->meta, id, ROOM_ID_LEN));
 }
 
+/*
+ * SUBSCRIBE with `after` to a room relayed elsewhere: a client resuming (its
+ * library moved here from another node). It has joined the mirror, which
+ * delivers every push the relay sends from now on; the pushes it missed
+ * before that (after `after`, up to the relay's seq when the relay reads this)
+ * come from the relay's ring: SUB_REPLAY [109, rid, room, after] goes in a FWD
+ * behind the NODE_SUB, on the same link, and its DELIVERs and its OK (the
+ * first seq it delivers from) come back in FWD_REPLY to the client, as the
+ * answer to its SUBSCRIBE. The two paths overlap and may interleave: the
+ * client's library drops seqs it has and orders the rest (docs/client.md).
+ */
+static void mirror_replay(struct node *n, struct conn *c, const struct wire_msg *m, struct peer *p)
+{
+	struct wire_buf inner;
+	wire_buf_init(&inner);
+	msgpack_packer *pk = wire_begin(&inner, WIRE_SUB_REPLAY, m->rid, 2);
+	wire_pack_str(pk, m->f[0].s.ptr, m->f[0].s.len);
+	msgpack_pack_uint64(pk, m->f[2].u);
+	wire_end(&inner, 0);
+	if (forward(n, p, c, inner.p, inner.len, m->f[0].s.ptr) < 0)
+		fail_unreachable(c, m->rid);
+	wire_buf_free(&inner);
+}
+
 /* SUBSCRIBE to a room relayed elsewhere: the client joins the local
  * mirror; the relay hears of the new count, and its answer (unknown_room, or
  * OK) goes to the client. */
@@ -394,11 +432,14 @@ static void mirror_subscribe(struct node *n, struct conn *c, const struct wire_m
 	pd->p = p;
 	pd->sid = conn_sid(c);
 	pd->client_rid = m->rid;
+	pd->quiet = m->nfields > 2;
 	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
 	TAILQ_INSERT_TAIL(&r->pends, pd, next);
 	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 0, 0);
 	/* The count just sent is current: no separate update is due. */
 	room_set_marks(mr, room_marks(mr) & ~ROUTE_DIRTY);
+	if (pd->quiet)
+		mirror_replay(n, c, m, p);
 }
 
 static void mirror_unsubscribe(struct node *n, struct conn *c, const struct wire_msg *m)
@@ -521,7 +562,8 @@ static int moved(struct node *n, struct conn *c, struct fwd *fw, const struct wi
 		node_route(n)->norphans++;
 		return 1;
 	}
-	if (fwd_send(n, p, fw->sid, conn_identity(c), conn_identity_len(c), fw->frame, fw->len) < 0)
+	if (fwd_send(n, p, fw->sid, conn_identity(c), conn_identity_len(c), fw->frame, fw->len,
+		     fwd_key(c)) < 0)
 		return 0;
 	fw->moves++;
 	fw->p = p;
@@ -618,9 +660,11 @@ static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_
 		}
 	}
 	if (c && m->type == WIRE_OK) {
-		struct wire_buf *b = node_scratch(n);
-		wire_enc_ok_nil(b, pd->client_rid);
-		conn_send(c, b);
+		if (!pd->quiet) {
+			struct wire_buf *b = node_scratch(n);
+			wire_enc_ok_nil(b, pd->client_rid);
+			conn_send(c, b);
+		}
 	} else if (c) {
 		/* Refused (unknown_room): undo the local part. */
 		struct room *mr = rooms_find(r->mirrors, pd->room, ROOM_ID_LEN);
@@ -630,7 +674,10 @@ static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_
 		char msg[200];
 		snprintf(msg, sizeof(msg), "%.*s", m->nfields > 1 ? (int)m->f[1].s.len : 0,
 			 m->nfields > 1 ? m->f[1].s.ptr : "");
-		conn_error(c, pd->client_rid, m->nfields ? (int)m->f[0].u : WIRE_E_INTERNAL, msg);
+		/* a resuming client hears it from its SUB_REPLAY */
+		if (!pd->quiet)
+			conn_error(c, pd->client_rid, m->nfields ? (int)m->f[0].u : WIRE_E_INTERNAL,
+				   msg);
 	}
 	free(pd);
 }
@@ -874,6 +921,8 @@ static void on_fwd(struct node *n, struct peer *p, const struct wire_msg *m)
 	struct conn *c = proxy_for(n, p, m->f[0].u, &m->f[1].s);
 	if (!c)
 		return;
+	if (m->nfields > 3 && m->f[3].u)
+		conn_set_push_key(c, m->f[3].u);
 	struct wire_msg in;
 	size_t used;
 	if (wire_parse(r->inner, (const uint8_t *)f->ptr, f->len, &in, &used) != WIRE_OK_ ||
@@ -1105,6 +1154,25 @@ static void reattach(struct node *n, struct room *mr, struct mirror_meta *mm)
 	attach(n, mr, p);
 }
 
+/* A SUB_REPLAY whose relay went: to the room's relay now, or answered here
+ * if this node took the room over (a client may not send SUB_REPLAY itself,
+ * so it cannot go through ops_dispatch). */
+static void resend_replay(struct node *n, struct conn *c, const struct wire_msg *m,
+			  const uint8_t *frame, size_t len)
+{
+	struct peer *p = clus_route(node_clus(n), S(m->f[0]));
+	struct room *room;
+	if (p) {
+		if (forward(n, p, c, frame, len,
+			    m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
+			fail_unreachable(c, m->rid);
+	} else if ((room = rooms_find(node_rooms(n), S(m->f[0]))) != NULL) {
+		repl_resume(n, room, m->f[1].u, c, m->rid);
+	} else {
+		fail_unreachable(c, m->rid);
+	}
+}
+
 /* Sends kept requests without a relay again, through ops_dispatch, which
  * routes them as placement has them now (and keeps them again if they go
  * to another node). */
@@ -1139,6 +1207,9 @@ static void resend(struct node *n)
 			if (wire_parse(r->inner, b.p, b.len, &m, &used) == WIRE_OK_)
 				ops_dispatch(n, c, &m, b.p, b.len);
 			wire_buf_free(&b);
+		} else if (c && f->type == WIRE_SUB_REPLAY &&
+			   wire_parse(r->inner, f->frame, f->len, &m, &used) == WIRE_OK_) {
+			resend_replay(n, c, &m, f->frame, f->len);
 		} else if (c && wire_parse(r->inner, f->frame, f->len, &m, &used) == WIRE_OK_) {
 			ops_dispatch(n, c, &m, f->frame, f->len);
 		}

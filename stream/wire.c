@@ -24,8 +24,8 @@ struct wire_schema {
 };
 
 static const struct wire_schema schemas[] = {
-	{WIRE_HELLO, "us|b"},
-	{WIRE_WELCOME, "ssm"},
+	{WIRE_HELLO, "us|bu"},
+	{WIRE_WELCOME, "ssm|l"},
 	{WIRE_OK, "|v"},
 	{WIRE_ERROR, "us"},
 	{WIRE_PING, ""},
@@ -34,11 +34,12 @@ static const struct wire_schema schemas[] = {
 	{WIRE_REMOVE, "s"},
 	{WIRE_GRANT, "ss"},
 	{WIRE_REVOKE, "ss"},
-	{WIRE_SUBSCRIBE, "s|l"},
+	{WIRE_SUBSCRIBE, "s|lu"},
 	{WIRE_UNSUBSCRIBE, "s"},
 	{WIRE_INFO, "s"},
 	{WIRE_CREATE_ID, "s"},
 	{WIRE_PLACE, "s"},
+	{WIRE_SUB_REPLAY, "su"},
 	{WIRE_PUSH, "sub"},
 	{WIRE_DELIVER, "susub|u"},
 	{WIRE_ROOM_CLOSED, "ss"},
@@ -51,7 +52,7 @@ static const struct wire_schema schemas[] = {
 	{WIRE_STREAM_END, "sssmuv"},
 	{WIRE_STREAM_CREDIT, "suu"},
 	{WIRE_PEER_HELLO, "sub"},
-	{WIRE_FWD, "usb"},
+	{WIRE_FWD, "usb|u"},
 	{WIRE_FWD_REPLY, "ub"},
 	{WIRE_NODE_SUB, "su|u"},
 	{WIRE_SESSION_END, "u"},

@@ -33,6 +33,7 @@
 #define WIRE_ATTR_LEN_MAX  1024 /* bytes per attribute key or value */
 #define WIRE_DESTS_MAX	   64	/* destination identities per stream */
 #define WIRE_TOPICS_MAX	   16	/* topics per subscription */
+#define WIRE_NODES_MAX	   64	/* client addresses a WELCOME lists */
 
 /* Bytes of a NODE_STATS summary (JSON): small enough that the frame fits
  * the frame limit of every node link (2 x WIRE_FRAME_MIN_MAX + 64 KiB). */
@@ -56,8 +57,9 @@ enum wire_type {
 	WIRE_SUBSCRIBE = 104,
 	WIRE_UNSUBSCRIBE = 105,
 	WIRE_INFO = 106,
-	WIRE_CREATE_ID = 107, /* node to relay only: create with this id */
-	WIRE_PLACE = 108,     /* a room's relay and backups as this node sees them */
+	WIRE_CREATE_ID = 107,  /* node to relay only: create with this id */
+	WIRE_PLACE = 108,      /* a room's relay and backups as this node sees them */
+	WIRE_SUB_REPLAY = 109, /* node to relay only: a resuming subscriber's missed pushes */
 	/* pushes */
 	WIRE_PUSH = 200,
 	WIRE_DELIVER = 201,

@@ -100,9 +100,18 @@ FAILOVER_DUMP=DIR writes every push and delivery of a case there):
   is never answered (route.c forward() keeps only PUSH, GRANT, REVOKE,
   REMOVE and INFO; STREAM_OPEN is the same).
 
+libvroom moving by itself (fo_client.c, a libvroom publisher or subscriber
+with reconnection on and the three nodes in its list): a subscriber's node
+killed, as a mirror and as the room's relay; a publisher's node killed, as
+a node forwarding to the relay and as the relay: the subscriber gets seqs
+1..N once each, in order, with their payloads and no gap event, and the
+publisher each push's callback once, in order, with seq == its index. The
+vroom CLI the same way: `vroom sub` and `vroom push --each-line` with
+`-s A,B,C`, their nodes killed one after the other.
+
 Not tested as working (docs/architecture.md "Not yet"): byte streams across
-a takeover, the client library reconnecting by itself, acknowledging a push
-only once a backup holds it.
+a takeover or a client's move, acknowledging a push only once a backup
+holds it.
 """
 
 import hashlib
@@ -1161,6 +1170,241 @@ def case_stream_through_killed_relay():
     cl.shutdown()
 
 
+# ---------------------------------------------------------------- libvroom moving by itself
+
+FO_CLIENT = os.environ.get("VROOM_FO_CLIENT")
+LIB_COUNT = 600   # pushes per libvroom case, one every 5 ms (8 unanswered at most)
+
+
+class FoProc:
+    """tests/integration/fo_client (a libvroom publisher or subscriber with
+    reconnection on), or the vroom CLI: its stdout lines as they come."""
+
+    def __init__(self, args, name, stdin=subprocess.DEVNULL):
+        self.name = name
+        self.err_path = os.path.join(TMP, name + ".stderr")
+        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=stdin,
+                                  stderr=open(self.err_path, "wb"))
+        os.set_blocking(self.p.stdout.fileno(), False)
+        self.buf = b""
+        self.lines = []
+
+    def pump(self):
+        while True:
+            try:
+                data = os.read(self.p.stdout.fileno(), 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self.buf += data
+            *done, self.buf = self.buf.split(b"\n")
+            self.lines += [x.decode(errors="replace") for x in done]
+
+    def wait_line(self, pred, timeout, what):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            self.pump()
+            for x in self.lines:
+                if pred(x):
+                    return x
+            check(self.p.poll() is None or self.buf or pred is None,
+                  "%s exited %s before %s: %s; stderr: %s" %
+                  (self.name, self.p.poll(), what, self.lines[-5:], self.stderr()))
+            time.sleep(0.02)
+        raise TestFailure("%s: no %s within %.0f s: %s" % (self.name, what, timeout, self.lines[-5:]))
+
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode(errors="replace")[-2000:]
+
+    def finish(self, timeout):
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.pump()
+        self.p.stdout.close()
+        return self.p.returncode
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def fo_client(mode, cl, order, room, name, count=LIB_COUNT, timeout=90, loose=False):
+    check(FO_CLIENT and os.access(FO_CLIENT, os.X_OK), "set VROOM_FO_CLIENT to fo_client")
+    servers = ",".join(cl[n].addr for n in order)
+    f = FoProc([FO_CLIENT, mode, servers, room, str(count), str(timeout)] +
+               (["loose"] if loose else []), name)
+    S.setdefault("procs", []).append(f)
+    return f
+
+
+def progress(f, n):
+    return lambda x: x.startswith("progress ") and int(x.split()[1]) >= n
+
+
+def lib_case(prefix, relay_pick, sub_at, pub_at, victim_is):
+    """A 3-node cluster, a room whose relay is relay_pick's node; a libvroom
+    subscriber on sub_at and a publisher on pub_at, each with the three
+    nodes in its list (its own first); the node victim_is names is killed
+    after 100 pushes. Both must pass: the subscriber every seq 1..N once, in
+    order, with its payload, and no gap; the publisher every push's callback
+    once, in order, with seq == its index. When the victim is the relay too,
+    the nodes may sequence a few pushes out of the publisher's order (known
+    bug B2, node-side): then seq == index is not asked, only that each push
+    is acknowledged once with a seq of its own and delivered once, and the
+    subscriber still gets every seq once, in order, with no gap."""
+    cl = Cluster(prefix, 3)
+    names = sorted(cl.nodes)
+    owner = cl.client(names[0], "pub")
+    want = names[relay_pick]
+    room, pl = make_room(owner, lambda p: p["relay"] == want)
+    owner.close()
+    cl.clients.remove(owner)
+    sub_node, pub_node = names[sub_at], names[pub_at]
+    rot = lambda first: [first] + [n for n in names if n != first]
+    loose = relay_pick == {"sub": sub_at, "pub": pub_at}[victim_is]
+    sub = fo_client("sub", cl, rot(sub_node), room, prefix + "-sub", loose=loose)
+    sub.wait_line(lambda x: x.startswith("ready"), 20, "the subscriber ready")
+    pub = fo_client("pub", cl, rot(pub_node), room, prefix + "-pub", loose=loose)
+    pub.wait_line(lambda x: x.startswith("ready"), 20, "the publisher ready")
+    victim = {"sub": sub_node, "pub": pub_node}[victim_is]
+    (sub if victim_is == "sub" else pub).wait_line(progress(sub if victim_is == "sub" else pub, 100),
+                                                   30, "100 pushes")
+    cl.kill(victim)
+    rs, rp = sub.finish(90), pub.finish(90)
+    tail_s, tail_p = sub.lines[-1:] or ["(nothing)"], pub.lines[-1:] or ["(nothing)"]
+    check(rs == 0 and rp == 0,
+          "subscriber exited %s: %s; publisher exited %s: %s; stderr: %s / %s" %
+          (rs, sub.lines[-6:], rp, pub.lines[-6:], sub.stderr()[-600:], pub.stderr()[-600:]))
+    moved = [x for x in (sub.lines + pub.lines) if x.startswith("moved")]
+    reord = max(int(x.split()[-1]) for x in tail_s + tail_p)
+    if reord:
+        say("KNOWN BUG B2 (requests overtaken on another link): %d pushes sequenced out of "
+            "the publisher's order" % reord)
+    check(moved, "nobody moved: %s %s" % (sub.lines[-3:], pub.lines[-3:]))
+    say("relay %s, subscriber on %s, publisher on %s; killed %s: subscriber %s, publisher "
+        "%s; %s" % (want, sub_node, pub_node, victim, tail_s[0], tail_p[0], "; ".join(moved)))
+    cl.converge()
+    cl.shutdown()
+
+
+def case_lib_subscriber_node_killed():
+    # the subscriber's node is a mirror of the room: it resumes on another
+    lib_case("ls", 0, 1, 0, "sub")
+
+
+def case_lib_subscriber_relay_killed():
+    # the subscriber's node is the room's relay too: the room fails over
+    # while the subscriber moves
+    lib_case("lr", 1, 1, 0, "sub")
+
+
+def case_lib_publisher_node_killed():
+    # the publisher's node forwards to the relay: its pushes go again
+    # through another node and count once
+    lib_case("lp", 0, 0, 1, "pub")
+
+
+def case_lib_publisher_relay_killed():
+    # the publisher's node is the relay: the room fails over to a backup
+    # while the publisher moves
+    lib_case("lq", 1, 0, 1, "pub")
+
+
+def case_subscribe_after():
+    """SUBSCRIBE with after, on the relay and through a mirror: the pushes
+    after it that the ring holds, then OK with the first seq; 2^64-1: none,
+    OK with seq + 1; a ring that no longer holds the start: OK says where
+    it starts again (the gap the library reports)."""
+    cl = Cluster("sa", 2)
+    pub = cl.client("sa1", "pub")
+    room, pl = make_room(pub, lambda p: p["relay"] == "sa1")
+    big = b"x" * 900000  # 6 of them pass the ring's 4 MiB: seq 1 goes
+    for i in range(1, 9):
+        v = request(pub, PUSH, room, 0, big if i <= 6 else b"small %d" % i)
+        check(v[0] == OK and v[2] == i, "push %d: %s" % (i, brief(v)))
+    for node in ("sa1", "sa2"):  # the relay, then a mirror (SUB_REPLAY)
+        for after, want_seqs, want_first in ((6, [7, 8], 7), ((1 << 64) - 1, [], 9),
+                                             (0, None, None)):
+            c = cl.client(node, "sub-" + node)
+            rid = c.send(SUBSCRIBE, room, [], after)
+            wait_for([c], lambda: any(v[0] in (OK, ERROR) and v[1] == rid for _, v in c.frames),
+                     10, "SUBSCRIBE after %d on %s" % (after, node))
+            reply = [v for _, v in c.frames if v[0] in (OK, ERROR) and v[1] == rid][0]
+            seqs = [v[3] for _, v in c.frames if v[0] == DELIVER]
+            check(reply[0] == OK, "SUBSCRIBE after %d on %s: %s" % (after, node, brief(reply)))
+            if want_seqs is None:  # the ring lost the first pushes: first says where
+                first = reply[2]
+                check(first > 1 and seqs == list(range(first, 9)),
+                      "after 0 on %s: first %s, replayed %s" % (node, first, seqs))
+                say("on %s: after 0: replayed %d..8, OK first %d (seqs 1..%d lost)" %
+                    (node, first, first, first - 1))
+            else:
+                check(seqs == want_seqs and reply[2] == want_first,
+                      "after %d on %s: replayed %s, OK %s" % (after, node, seqs, brief(reply)))
+            c.close()
+            cl.clients.remove(c)
+    cl.converge()
+    cl.shutdown()
+
+
+def case_cli_nodes_killed():
+    """vroom sub and vroom push --each-line with -s A,B,C: the subscriber's
+    node is killed, then the publisher's; both go on through other nodes,
+    and the subscriber prints every line once, in order."""
+    import base64
+    cl = Cluster("cc", 4)
+    names = sorted(cl.nodes)
+    owner = cl.client(names[0], "pub")
+    room, pl = make_room(owner, lambda p: p["relay"] == names[0])
+    owner.close()
+    cl.clients.remove(owner)
+    sub_node, pub_node, spare = names[1], names[2], names[3]
+    lst = lambda first: ",".join(cl[n].addr for n in [first, spare, names[0]])
+    count = 300
+    sub = FoProc([VROOM, "-s", lst(sub_node), "--identity", "sub", "-v", "sub", room,
+                  "--count", str(count), "--format", "json", "--timeout", "90"], "cli-sub")
+    S.setdefault("procs", []).append(sub)
+    t0 = time.monotonic()
+    while "subscribed" not in sub.stderr() and time.monotonic() - t0 < 20:
+        check(sub.p.poll() is None, "vroom sub exited %s: %s" % (sub.p.poll(), sub.stderr()))
+        time.sleep(0.05)
+    check("subscribed" in sub.stderr(), "vroom sub: not subscribed: %s" % sub.stderr())
+    pub = FoProc([VROOM, "-s", lst(pub_node), "--identity", "pub", "-v", "push", room,
+                  "--each-line"], "cli-push", stdin=subprocess.PIPE)
+    S["procs"].append(pub)
+    lines = [b"line %04d %s" % (i, hashlib.sha256(b"%d" % i).hexdigest().encode()[:i % 40])
+             for i in range(1, count + 1)]
+    for i, line in enumerate(lines, 1):
+        pub.p.stdin.write(line + b"\n")
+        pub.p.stdin.flush()
+        time.sleep(0.01)
+        if i == 100:
+            cl.kill(sub_node)
+        if i == 200:
+            cl.kill(pub_node)
+    pub.p.stdin.close()
+    rp, rs = pub.finish(60), sub.finish(60)
+    check(rp == 0, "vroom push exited %s: %s" % (rp, pub.stderr()))
+    check(rs == 0, "vroom sub exited %s: %s" % (rs, sub.stderr()))
+    got = [json.loads(x) for x in sub.lines if x.strip()]
+    seqs = [g["seq"] for g in got]
+    check(seqs == list(range(1, count + 1)),
+          "vroom sub printed seqs %s...%s (%d)" % (seqs[:5], seqs[-5:], len(seqs)))
+    for g, line in zip(got, lines):
+        check(base64.b64decode(g["data"]) == line, "seq %d: %r" % (g["seq"], g["data"]))
+    say("vroom sub moved off %s, vroom push off %s: %d lines, each once, in order; %s / %s" %
+        (sub_node, pub_node, count, sub.stderr().strip().splitlines()[-1:],
+         pub.stderr().strip().splitlines()[-1:]))
+    cl.converge()
+    cl.shutdown()
+
+
 # ---------------------------------------------------------------- run
 
 def keygen(path):
@@ -1182,6 +1426,8 @@ def after_each(name):
             load.dump(os.path.join(os.environ["FAILOVER_DUMP"],
                                    "%s-%d.txt" % (re.sub(r"\W+", "_", name), k)))
     S["load"], S["loads"] = None, []
+    for f in S.pop("procs", []):
+        f.kill()
     # A case that failed leaves its cluster: kill it (its logs stay).
     for cl in list(S["clusters"]):
         cl.abandon()
@@ -1202,6 +1448,12 @@ if __name__ == "__main__":
         ("a node joins while pushes flow", case_node_joins),
         ("a subscriber's own node killed", case_subscriber_node_killed),
         ("a stream through a killed relay aborts", case_stream_through_killed_relay),
+        ("libvroom: a subscriber's own node killed", case_lib_subscriber_node_killed),
+        ("libvroom: a subscriber's node, the relay, killed", case_lib_subscriber_relay_killed),
+        ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
+        ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
+        ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
+        ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),
     ]
     # FAILOVER_CASES=word,word runs only the cases whose function names hold a word.
     only = [w for w in os.environ.get("FAILOVER_CASES", "").split(",") if w]

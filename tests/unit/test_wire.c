@@ -140,7 +140,9 @@ struct rt_case {
 static const struct rt_case rt_cases[] = {
 	{"HELLO", WIRE_HELLO, "us"},
 	{"HELLO with token", WIRE_HELLO, "usb"},
+	{"HELLO with publisher", WIRE_HELLO, "usbu"},
 	{"WELCOME", WIRE_WELCOME, "ssm"},
+	{"WELCOME with nodes", WIRE_WELCOME, "ssml"},
 	{"OK", WIRE_OK, ""},
 	{"OK with value", WIRE_OK, "v"},
 	{"ERROR", WIRE_ERROR, "us"},
@@ -152,6 +154,7 @@ static const struct rt_case rt_cases[] = {
 	{"REVOKE", WIRE_REVOKE, "ss"},
 	{"SUBSCRIBE", WIRE_SUBSCRIBE, "s"},
 	{"SUBSCRIBE with topics", WIRE_SUBSCRIBE, "sl"},
+	{"SUBSCRIBE with after", WIRE_SUBSCRIBE, "slu"},
 	{"UNSUBSCRIBE", WIRE_UNSUBSCRIBE, "s"},
 	{"INFO", WIRE_INFO, "s"},
 	{"PUSH", WIRE_PUSH, "sub"},
@@ -168,8 +171,10 @@ static const struct rt_case rt_cases[] = {
 	{"STREAM_END", WIRE_STREAM_END, "sssmuv"},
 	{"STREAM_CREDIT", WIRE_STREAM_CREDIT, "suu"},
 	{"CREATE_ID", WIRE_CREATE_ID, "s"},
+	{"SUB_REPLAY", WIRE_SUB_REPLAY, "su"},
 	{"PEER_HELLO", WIRE_PEER_HELLO, "sub"},
 	{"FWD", WIRE_FWD, "usb"},
+	{"FWD with publisher", WIRE_FWD, "usbu"},
 	{"FWD_REPLY", WIRE_FWD_REPLY, "ub"},
 	{"NODE_SUB", WIRE_NODE_SUB, "su"},
 	{"SESSION_END", WIRE_SESSION_END, "u"},
@@ -1036,7 +1041,7 @@ static void test_root_not_array(void **state)
 static void test_unknown_type(void **state)
 {
 	struct fx *f = *state;
-	const unsigned types[] = {0, 7, 99, 109, 304, 399, 401, 499, 512, 599, 65535};
+	const unsigned types[] = {0, 7, 99, 110, 304, 399, 401, 499, 512, 599, 65535};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		assert_false(wire_type_known(types[i]));
