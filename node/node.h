@@ -48,6 +48,7 @@ struct node_counters {
 	uint64_t parked;      /* requests held for a room about to be relayed here */
 	uint64_t park_timeouts; /* held requests handled at their deadline instead */
 	uint64_t stalls;      /* event loop stalls long enough to have been declared dead */
+	uint64_t stepdowns; /* rooms this node stopped relaying: another relays them under a newer term */
 	uint64_t repl_ack_timeouts; /* pushes delivered without their backup's ack (HOLD_MS) */
 	/* Delivery latency: from the start of the read callback that held a
 	 * PUSH to its DELIVER queued on a subscriber's output, one sample per

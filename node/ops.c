@@ -166,6 +166,7 @@ void ops_create_id(struct node *n, struct conn *c, const struct wire_msg *m)
 		return;
 	}
 	node_counters(n)->rooms_created++;
+	room_set_epoch(r, 1);
 	repl_room_state(n, r);
 	guard_room_added(node_guard(n), r);
 	struct wire_buf *b = node_scratch(n);

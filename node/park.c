@@ -234,6 +234,14 @@ void park_check_stall(struct node *n, uint64_t now)
 	     FENCE_MS);
 }
 
+void park_fence(struct node *n)
+{
+	struct park *p = node_park(n);
+	uint64_t until = node_now_ms(n) + FENCE_MS;
+	if (p->fenced_until < until)
+		p->fenced_until = until;
+}
+
 void park_sweep(struct node *n)
 {
 	struct park *p = node_park(n);

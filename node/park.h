@@ -64,6 +64,9 @@ void park_members_changed(struct node *n);
  * before requests are handled, now_ns on CLOCK_MONOTONIC); fences this
  * node's rooms after one. */
 void park_check_stall(struct node *n, uint64_t now_ns);
+/* Fences this node's rooms marked PARK_STALE for FENCE_MS (unless a
+ * longer fence runs). */
+void park_fence(struct node *n);
 /* Deadlines: held requests past PARK_MS, fences past FENCE_MS. */
 void park_sweep(struct node *n);
 /* Requests held now (for the stats). */

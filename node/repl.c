@@ -277,7 +277,7 @@ static void release_stuck(struct node *n)
 
 static void enc_state(struct wire_buf *b, const struct room *r)
 {
-	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 5);
+	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 6);
 	wire_pack_cstr(pk, room_id(r));
 	wire_pack_cstr(pk, room_owner(r));
 	msgpack_pack_array(pk, room_grant_count(r));
@@ -285,17 +285,19 @@ static void enc_state(struct wire_buf *b, const struct room *r)
 		wire_pack_cstr(pk, room_grant_at(r, i));
 	msgpack_pack_uint64(pk, room_seq(r));
 	msgpack_pack_uint64(pk, room_created(r));
+	msgpack_pack_uint64(pk, room_epoch(r));
 	wire_end(b, 0);
 }
 
-static void enc_push(struct wire_buf *b, const char *id, const struct entry *e)
+static void enc_push(struct wire_buf *b, const char *id, const struct entry *e, uint64_t epoch)
 {
-	msgpack_packer *pk = wire_begin(b, WIRE_REPL_PUSH, 0, 5);
+	msgpack_packer *pk = wire_begin(b, WIRE_REPL_PUSH, 0, 6);
 	wire_pack_str(pk, id, ROOM_ID_LEN);
 	msgpack_pack_uint64(pk, e->seq);
 	msgpack_pack_uint64(pk, e->sid);
 	msgpack_pack_uint64(pk, e->rid);
 	wire_pack_bin(pk, blob_data(e->frame), blob_len(e->frame));
+	msgpack_pack_uint64(pk, epoch);
 	wire_end(b, 0);
 }
 
@@ -365,7 +367,7 @@ void repl_push(struct node *n, struct room *r, uint64_t seq, uint64_t sid, uint6
 	ring_add(g, seq, sid, rid, frame);
 	struct entry e = {seq, sid, rid, frame};
 	struct wire_buf *b = node_scratch(n);
-	enc_push(b, room_id(r), &e);
+	enc_push(b, room_id(r), &e, room_epoch(r));
 	to_backups(n, room_id(r), b->p, b->len);
 }
 
@@ -453,7 +455,7 @@ static void fill(struct node *n, struct room *r)
 	repl_room_state(n, r);
 	for (size_t i = 0; g && i < g->len; i++) {
 		struct wire_buf *b = node_scratch(n);
-		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap]);
+		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap], room_epoch(r));
 		to_backups(n, room_id(r), b->p, b->len);
 	}
 }
@@ -490,12 +492,17 @@ static struct room *promote(struct node *n, struct room *rep, const char *why)
 		for (size_t i = 0; i < room_grant_count(rep); i++)
 			room_grant(nr, room_grant_at(rep, i), strlen(room_grant_at(rep, i)));
 		room_set_seq(nr, room_seq(rep));
+		/* A new term: the old relay, if it still acts, is refused by
+		 * every node that has heard of this one (REPL_NACK). */
+		room_set_epoch(nr, room_epoch(rep) + 1);
 		node_counters(n)->failovers++;
-		vlog(node_log(n), LOG_NOTICE, "took over room %.6s... at seq %llu (%s)", room_id(nr),
-		     (unsigned long long)room_seq(nr), why);
+		vlog(node_log(n), LOG_NOTICE, "took over room %.6s... at seq %llu, epoch %llu (%s)",
+		     room_id(nr), (unsigned long long)room_seq(nr),
+		     (unsigned long long)room_epoch(nr), why);
 	}
 	rooms_destroy(rp->replicas, rep); /* the ring stays: nr's now */
 	if (nr) {
+		fill(n, nr); /* the backups learn the new epoch */
 		route_took_over(n, nr);
 		park_room_ready(n, room_id(nr));
 	}
@@ -535,6 +542,75 @@ static void catch_up(struct node *n, struct room *r, uint64_t seq, uint64_t orig
 		park_room_ready(n, room_id(r)); /* caught up: held requests go */
 }
 
+/* REPL_NACK [512, 0, room, epoch] to a relay of an older term. */
+static void nack(struct node *n, struct peer *p, const char *id, uint64_t epoch)
+{
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_REPL_NACK, 0, 2);
+	wire_pack_str(pk, id, ROOM_ID_LEN);
+	msgpack_pack_uint64(pk, epoch);
+	wire_end(b, 0);
+	peer_send(p, b->p, b->len);
+}
+
+/* Drops the ring's pushes after seq (never delivered: held, then refused). */
+static void ring_cut(struct ring *g, uint64_t seq)
+{
+	while (g->len) {
+		struct entry *e = &g->e[(g->head + g->len - 1) % g->cap];
+		if (e->seq <= seq)
+			break;
+		g->bytes -= blob_len(e->frame);
+		blob_unref(e->frame);
+		g->len--;
+	}
+}
+
+/* A node relays r under a newer term (`by` said so): this node stops
+ * relaying it at once. The pushes it holds were delivered nowhere: their
+ * pushers are told `moved` (their nodes send them on to `by`), the ring
+ * forgets them, and the room is fenced until the newer relay hands it back
+ * (its REPL_STATE) or FENCE_MS pass. */
+static void step_down(struct node *n, struct room *r, const char *by, uint64_t epoch)
+{
+	struct repl *rp = node_repl(n);
+	uint64_t upto = repl_released(n, r);
+	size_t dropped = 0;
+	struct held *h, *next;
+	for (h = TAILQ_FIRST(&rp->held); h; h = next) {
+		next = TAILQ_NEXT(h, next);
+		if (memcmp(h->id, room_id(r), ROOM_ID_LEN) != 0)
+			continue;
+		TAILQ_REMOVE(&rp->held, h, next);
+		rp->nheld--;
+		if (h->c) {
+			if (conn_proxy_peer(h->c)) {
+				conn_error(h->c, h->rid, WIRE_E_MOVED, by);
+			} else {
+				char msg[160];
+				snprintf(msg, sizeof(msg),
+					 "the room moved to node %s; try again", by);
+				conn_error(h->c, h->rid, WIRE_E_MOVED, msg);
+			}
+		}
+		blob_unref(h->frame);
+		free(h);
+		dropped++;
+	}
+	struct ring *g = ring_of(rp, room_id(r), 0);
+	if (g)
+		ring_cut(g, upto);
+	room_set_seq(r, upto);
+	room_set_marks(r, room_marks(r) | PARK_STALE);
+	park_fence(n);
+	node_counters(n)->stepdowns++;
+	vlog(node_log(n), LOG_WARN,
+	     "room %.6s...: %s relays it under epoch %llu > %llu: stepping down at seq %llu "
+	     "(%zu held pushes refused `moved`)",
+	     room_id(r), by, (unsigned long long)epoch, (unsigned long long)room_epoch(r),
+	     (unsigned long long)upto, dropped);
+}
+
 void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 {
 	struct repl *rp = node_repl(n);
@@ -543,15 +619,26 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 	struct room *r = rooms_find(rp->replicas, S(m->f[0]));
 	struct room *mine = rooms_find(node_rooms(n), S(m->f[0]));
 	switch (m->type) {
-	case WIRE_REPL_STATE:
+	case WIRE_REPL_STATE: {
+		uint64_t epoch = m->nfields > 5 ? m->f[5].u : 0;
+		if (mine && epoch && epoch < room_epoch(mine)) {
+			nack(n, p, room_id(mine), room_epoch(mine)); /* a stale relay */
+			return;
+		}
 		if (mine) {
 			/* Another node relayed it meanwhile (this node was cut
 			 * off, or is new in its place): its state is newer when
-			 * its seq is. Pushes past ours follow as REPL_PUSH. A room
-			 * fenced after a stall has its state back: it is relayed
-			 * here again once the pushes up to that seq are in. */
+			 * its term is, or its seq in the same term. Pushes past
+			 * ours follow as REPL_PUSH. A room fenced (a stall, a
+			 * newer term) has its state back: it is relayed here
+			 * again, under a term of its own, once the pushes up to
+			 * that seq are in. */
 			room_set_marks(mine, room_marks(mine) & ~PARK_STALE);
-			if (m->f[3].u > room_seq(mine)) {
+			if (epoch > room_epoch(mine) || m->f[3].u > room_seq(mine)) {
+				if (epoch >= room_epoch(mine)) {
+					room_set_epoch(mine, epoch + 1);
+					repl_room_state(n, mine);
+				}
 				set_grants(mine, m->f[2].o);
 				struct ring *g = ring_of(rp, room_id(mine), 1);
 				if (g && m->f[3].u > g->floor)
@@ -564,19 +651,44 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 			park_room_ready(n, room_id(mine));
 			return;
 		}
+		if (r && epoch && epoch < room_epoch(r)) {
+			nack(n, p, room_id(r), room_epoch(r));
+			return;
+		}
 		if (!r && !(r = rooms_create_id(rp->replicas, S(m->f[0]), S(m->f[1]),
 						 node_now_ms(n))))
 			return;
 		set_grants(r, m->f[2].o);
 		if (m->f[3].u > room_seq(r))
 			room_set_seq(r, m->f[3].u);
+		if (epoch > room_epoch(r))
+			room_set_epoch(r, epoch);
 		room_touch(rp->replicas, r, node_now_ms(n));
 		/* Handed over (a node joined, or this one came back first in
 		 * the room's list): take it now. */
 		if (rank_of(n, room_id(r)) == 0)
 			promote(n, r, "handed over");
 		return;
+	}
 	case WIRE_REPL_PUSH: {
+		uint64_t epoch = m->nfields > 5 ? m->f[5].u : 0;
+		if (r && epoch && epoch < room_epoch(r)) {
+			nack(n, p, room_id(r), room_epoch(r)); /* not held, not acked */
+			return;
+		}
+		if (mine && epoch && epoch < room_epoch(mine) &&
+		    m->f[1].u > repl_floor(n, mine)) {
+			/* From a relay of an older term, past the history this
+			 * node adopted: a stale relay still at work. */
+			nack(n, p, room_id(mine), room_epoch(mine));
+			return;
+		}
+		if (mine && epoch > room_epoch(mine)) {
+			step_down(n, mine, peer_name(p), epoch);
+			return;
+		}
+		if (r && epoch > room_epoch(r))
+			room_set_epoch(r, epoch);
 		struct blob *frame = blob_new(m->f[4].s.len);
 		if (!frame)
 			return;
@@ -611,6 +723,10 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 			    strcmp(first[0], peer_name(p)) == 0)
 				release(n, room_id(mine), m->f[1].u);
 		}
+		return;
+	case WIRE_REPL_NACK:
+		if (mine && m->f[1].u > room_epoch(mine))
+			step_down(n, mine, peer_name(p), m->f[1].u);
 		return;
 	case WIRE_REPL_GONE:
 		if (r) {
@@ -669,7 +785,7 @@ static int hand_over(struct node *n, struct room *r)
 	struct ring *g = ring_of(rp, room_id(r), 0);
 	for (size_t i = 0; g && i < g->len; i++) {
 		b = node_scratch(n);
-		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap]);
+		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap], room_epoch(r));
 		peer_send(p, b->p, b->len);
 	}
 	if (g) {
@@ -687,6 +803,7 @@ static int hand_over(struct node *n, struct room *r)
 			for (size_t i = 0; i < room_grant_count(r); i++)
 				room_grant(rep, room_grant_at(r, i), strlen(room_grant_at(r, i)));
 			room_set_seq(rep, room_seq(r));
+			room_set_epoch(rep, room_epoch(r));
 		}
 		if (g)
 			g->sig = 0;

@@ -1003,7 +1003,8 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_REPL_STATE:
 	case WIRE_REPL_PUSH:
 	case WIRE_REPL_GONE:
-	case WIRE_REPL_ACK: repl_peer_frame(n, p, m); break;
+	case WIRE_REPL_ACK:
+	case WIRE_REPL_NACK: repl_peer_frame(n, p, m); break;
 	case WIRE_NODE_STATS_REQ: stats_peer_request(n, p, m); break;
 	case WIRE_NODE_STATS: stats_peer_answer(node_stats(n), p, m); break;
 	default:

@@ -333,6 +333,8 @@ static void metrics_text(struct stats *s, struct evbuffer *b)
 		k->park_timeouts);
 	COUNTER("replication_ack_timeouts", "Pushes delivered without their room's first backup acknowledging them within 2 s.",
 		k->repl_ack_timeouts);
+	COUNTER("stepdowns", "Rooms this node stopped relaying on hearing that another node relays them under a newer epoch.",
+		k->stepdowns);
 	COUNTER("stalls", "Event loop stalls longer than the suspicion timeout (a frozen process): the node fenced its rooms.",
 		k->stalls);
 	GAUGE("connections", "Client connections open now.", conns_count(node_conns(n)));

@@ -28,6 +28,7 @@ struct room {
 	char **grants;
 	size_t ngrants, max_grants;
 	uint64_t seq;
+	uint64_t epoch; /* the relay's term: grows at each takeover and hand-over */
 	uint64_t created, active;
 	uint64_t msgs, bytes;
 	size_t nsubs, nstreams;
@@ -308,6 +309,16 @@ void room_touch(struct rooms *t, struct room *r, uint64_t now_ms)
 uint64_t room_next_seq(struct room *r)
 {
 	return ++r->seq;
+}
+
+uint64_t room_epoch(const struct room *r)
+{
+	return r->epoch;
+}
+
+void room_set_epoch(struct room *r, uint64_t epoch)
+{
+	r->epoch = epoch;
 }
 
 uint64_t room_seq(const struct room *r)

@@ -76,6 +76,10 @@ void room_touch(struct rooms *t, struct room *r, uint64_t now_ms);
 /* Assigns and returns the next sequence number (the first is 1). */
 uint64_t room_next_seq(struct room *r);
 uint64_t room_seq(const struct room *r);
+/* The relay term (cluster): 1 at creation, one more at each takeover or
+ * hand-over; 0 for a room no relay has set (a mirror, a fresh replica). */
+uint64_t room_epoch(const struct room *r);
+void room_set_epoch(struct room *r, uint64_t epoch);
 /* Sets the last seq (a room taken over continues where its relay was). */
 void room_set_seq(struct room *r, uint64_t seq);
 uint64_t room_created(const struct room *r);

@@ -429,6 +429,7 @@ class Link:
         self.sod = sodium
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.buf = b""
+        self.frames = []  # decoded, not yet returned: a message may hold several
         node_hdr = self._exact(24, time.monotonic() + timeout)
         self.tx, my_hdr = sodium.stream_push(key)
         self.rx = sodium.stream_pull(key, node_hdr)
@@ -458,14 +459,29 @@ class Link:
         self.sock.sendall(struct.pack(">I", len(c)) + c)
 
     def recv(self, timeout=5.0):
-        """The next frame from the node, decoded; Closed if the link closed."""
+        """The next frame from the node, decoded; Closed if the link closed.
+        A message holds one frame or several, back to back."""
         deadline = time.monotonic() + timeout
-        clen = struct.unpack(">I", self._exact(4, deadline))[0]
-        plain = self.sod.pull(self.rx, self._exact(clen, deadline))
-        check(plain is not None, "a message from the node does not open")
-        check(len(plain) >= 4 and struct.unpack(">I", plain[:4])[0] == len(plain) - 4,
-              "a message from the node is not one frame")
-        return msgpack.unpackb(plain[4:], raw=False)
+        while not self.frames:
+            clen = struct.unpack(">I", self._exact(4, deadline))[0]
+            plain = self.sod.pull(self.rx, self._exact(clen, deadline))
+            check(plain is not None, "a message from the node does not open")
+            at = 0
+            while at < len(plain):
+                check(len(plain) - at >= 4, "a message from the node ends inside a frame")
+                flen = struct.unpack(">I", plain[at:at + 4])[0]
+                check(len(plain) - at - 4 >= flen, "a message from the node ends inside a frame")
+                self.frames.append(msgpack.unpackb(plain[at + 4:at + 4 + flen], raw=False))
+                at += 4 + flen
+        return self.frames.pop(0)
+
+    def recv_type(self, types, timeout=5.0):
+        """The next frame of one of types, skipping the others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            v = self.recv(max(0.01, deadline - time.monotonic()))
+            if v[0] in types:
+                return v
 
     def close(self):
         self.sock.close()

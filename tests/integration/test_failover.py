@@ -133,7 +133,7 @@ import msgpack
 
 from harness import (
     CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, OK, PING, PONG, PUSH, SANITIZER_MARKS, SUBSCRIBE,
-    Node, TestFailure, check, frame_bytes, hello, run_cases, tail,
+    Link, Node, Sodium, TestFailure, check, frame_bytes, hello, read_key, run_cases, tail,
 )
 
 PLACE = 108
@@ -933,6 +933,67 @@ def case_relay_sigstop():
     cl.shutdown()
 
 
+REPL_STATE, REPL_PUSH, REPL_GONE, REPL_ACK, REPL_NACK = 506, 507, 508, 511, 512
+
+
+def case_epochs():
+    """The terms (docs/architecture.md "Failover"), spoken by a node link of
+    this test's own: a backup refuses a relay of an older epoch (REPL_NACK,
+    never REPL_ACK), holds and acknowledges one of its own epoch; a relay
+    told of a newer epoch steps down at once (held requests wait behind the
+    fence) and, nobody having taken the room, relays it again after the
+    fence with no push lost, repeated or out of order."""
+    cl = Cluster("e", 3)
+    owner = cl.client("e1", "owner")
+    sod, key = Sodium(), read_key(S["key"])
+
+    # (1) A backup: a made-up room whose list has e2 second.
+    for i in range(500):
+        rid_ = "ep0ch%011d" % i
+        pl = place(owner, rid_)
+        if pl["relay"] != "e2" and pl["backups"][:1] == ["e2"]:
+            break
+    else:
+        raise TestFailure("no id placed with e2 first backup")
+    link = Link(sod, key, cl["e2"].caddr, name="intruder")
+    link.send([REPL_STATE, 0, rid_, "owner", [], 10, 0, 7])
+    frame = lambda seq: frame_bytes([DELIVER, 0, rid_, seq, "owner", 0, b"x%d" % seq, 42])
+    link.send([REPL_PUSH, 0, rid_, 11, 42, 1, frame(11), 3])
+    v = link.recv_type((REPL_ACK, REPL_NACK))
+    check(v[0] == REPL_NACK and v[2] == rid_ and v[3] == 7,
+          "a push of epoch 3 to a backup of epoch 7: %r (want REPL_NACK with 7)" % (v,))
+    link.send([REPL_PUSH, 0, rid_, 11, 42, 1, frame(11), 7])
+    v = link.recv_type((REPL_ACK, REPL_NACK))
+    check(v[0] == REPL_ACK and v[2] == rid_ and v[3] == 11,
+          "a push of epoch 7 to a backup of epoch 7: %r (want REPL_ACK 11)" % (v,))
+    link.send([REPL_GONE, 0, rid_])
+    link.close()
+
+    # (2) A relay told of a newer epoch.
+    room, pl = make_room(owner, lambda p: p["relay"] != "e1")
+    relay = pl["relay"]
+    sub = cl.client([n for n in ("e1", "e2", "e3") if n != relay][0], "sub")
+    ok(sub, SUBSCRIBE, room)
+    seqs = [ok(owner, PUSH, room, 0, b"before-%d" % i) for i in range(10)]
+    link = Link(sod, key, cl[relay].caddr, name="intruder")
+    link.send([REPL_NACK, 0, room, 99])
+    check(log_has(cl[relay], r"stepping down", 5.0), "%s did not step down" % relay)
+    t0 = time.monotonic()
+    seqs += [ok(owner, PUSH, room, 0, b"after-%d" % i, timeout=15.0) for i in range(10)]
+    waited = time.monotonic() - t0
+    check(seqs == list(range(1, 21)), "push seqs around the step-down: %r" % seqs)
+    want = [b"before-%d" % i for i in range(10)] + [b"after-%d" % i for i in range(10)]
+    got = []
+    wait_for([sub], lambda: len([v for _, v in sub.frames if v[0] == DELIVER]) >= 20, 10,
+             "20 deliveries")
+    got = [(v[3], v[6]) for _, v in sub.frames if v[0] == DELIVER]
+    check(got == list(zip(range(1, 21), want)), "deliveries around the step-down: %r" % got[:25])
+    say("a backup of epoch 7 refused a push of epoch 3 and held one of 7; relay %s stepped "
+        "down on a newer epoch, fenced %.2f s, then relayed seq 11-20 in order" % (relay, waited))
+    link.close()
+    cl.shutdown()
+
+
 def case_backup_killed():
     cl = Cluster("b", 4)
     pub = cl.client("b1", "pub")
@@ -1443,6 +1504,7 @@ if __name__ == "__main__":
         ("kill -9 of the relay under pushes", case_relay_kill9),
         ("SIGSTOP of the relay, SIGCONT, hand-back", case_relay_sigstop),
         ("a backup killed: no disruption", case_backup_killed),
+        ("epochs: a backup refuses an older one, a relay steps down", case_epochs),
         ("two relay failures in a row", case_two_relays),
         ("relay killed with CREATEs in flight", case_create_in_flight),
         ("a node joins while pushes flow", case_node_joins),
