@@ -23,14 +23,9 @@ checks, byte for byte (Load.analyse):
   OK named that seq.
 
 A relay is killed or frozen at an idle point (Load.idle_point: every push
-sent is acknowledged, then 10 ms without one): replication is sent before
-the OK but not waited for (docs/architecture.md "Not yet"), so a relay
-killed while it writes a push's frames may have acknowledged it without its
-backup holding it, and the backup gives its seq to the next push.
-tools/failover_bench.py kills at random times and counts what that costs;
-here, should it still happen (a relay descheduled for 10 ms in the middle
-of its writes), ack_race() sees it in the backup's takeover seq and the
-case prints it as DOCUMENTED instead of failing.
+sent is acknowledged, then 10 ms without one); tools/failover_bench.py
+kills at random times. A push is acknowledged only once the room's first
+backup holds it, so either way nothing acknowledged is lost.
 
 Cases (R is the room's relay, B1 and B2 its backups in placement order):
 
@@ -62,43 +57,21 @@ Cases (R is the room's relay, B1 and B2 its backups in placement order):
   not fail over yet); the sender's next chunk is refused; pushes in the
   same room go on without loss.
 
-Known bugs (reported, not fixed here). A case that meets one prints
-"KNOWN BUG Bn: ..." with the count instead of failing; FAILOVER_STRICT=1
-makes those checks fail too (FAILOVER_CASES=word,... runs some cases only;
-FAILOVER_DUMP=DIR writes every push and delivery of a case there):
+Faults these cases found, all fixed (docs/architecture.md "Failover"); a
+case that met one again would fail (FAILOVER_STRICT=0 makes them print
+"KNOWN BUG Bn: ..." instead, for bisecting):
 
-- B1: while nodes' views differ (a relay just declared dead by some nodes
-  only; a node that joined, before or after the hand-over), a forwarded
-  request reaches a node that does not hold the room (yet, or any more),
-  which answers `unknown_room` (ops.c handles a proxy's request locally):
-  pushes refused (SIGSTOP case: hundreds at once, the ones re-sent as
-  soon as the publisher's node saw the relay dead; join case: 1-2);
-- B2: forwarded requests for one relay may travel on two links, an
-  outgoing one still connecting and another, and clus_peer() gives later
-  requests whichever is named and ready: (a) requests queued on the
-  reconnect attempt to a relay just killed are left there when it is
-  declared dead (close_links_to() misses a link with no name yet) and are
-  re-sent only once its connect fails, by route_sweep (up to 1 s later);
-  (b) at a takeover the re-sent requests queue on a new link to the new
-  relay while the new relay's own link to this node comes up first and
-  takes the later ones: pushes sequenced out of the publisher's order;
-- B3: a relay back from SIGSTOP serves the room on its stale state until
-  the hand-back reaches it: it runs the requests that waited in its
-  sockets (re-sent, or refused, elsewhere meanwhile) and delivers them, to
-  its local subscribers at once and to every subscriber from its ring once
-  the room is back, under seqs the interim relay gave other pushes; and it
-  gives new pushes seqs already used (one seq for two pushes: the later
-  one is lost for every other subscriber);
-- B4: a relay that adopts a newer state jumps its seq to the adopted one at
-  the next push (ops.c, repl_floor) even if the ring's pushes are still
-  arriving: catch_up() then skips them, and its local subscribers miss
-  every push in between (hundreds in the SIGSTOP case; tools/failover_bench
-  also saw subscribers on other nodes that re-attached to it miss up to 174,
-  which fits ring_add() dropping the pushes whose seq is not above its
-  last);
-- B5: a CREATE (CREATE_ID) forwarded to a relay that dies before answering
-  is never answered (route.c forward() keeps only PUSH, GRANT, REVOKE,
-  REMOVE and INFO; STREAM_OPEN is the same).
+- B1: requests refused `unknown_room` while nodes' views differ: now held
+  (node/park.c) until the room is ready, or redirected (`moved`);
+- B2: a publisher's requests overtaken on another link, or behind requests
+  that wait for a relay: one link per peer for sending, and a session's
+  requests wait behind its waiting ones;
+- B3: a relay back from SIGSTOP serving its stale room: it notices the
+  stall and fences its rooms until they are handed back; epochs refuse it;
+- B4: catch-up skipped after a hand-back: requests wait until the adopted
+  seq is reached;
+- B5: a CREATE in flight to a relay that dies never answered: made again
+  under a fresh id.
 
 libvroom moving by itself (fo_client.c, a libvroom publisher or subscriber
 with reconnection on and the three nodes in its list): a subscriber's node
@@ -110,8 +83,7 @@ vroom CLI the same way: `vroom sub` and `vroom push --each-line` with
 `-s A,B,C`, their nodes killed one after the other.
 
 Not tested as working (docs/architecture.md "Not yet"): byte streams across
-a takeover or a client's move, acknowledging a push only once a backup
-holds it.
+a takeover or a client's move.
 """
 
 import hashlib
@@ -148,7 +120,7 @@ PROMPT_S = 1.0         # "no disruption": the worst ack and gap between deliveri
 HOLD_S = 0.01          # the publisher's pause before a relay is killed or frozen
 FREEZE_S = 4.0         # SIGSTOP: long enough for SWIM (1.5-2.5 s)
 CREATE_WAIT_S = 7.0    # requests in flight are answered within 5 s of a relay's loss
-STRICT = os.environ.get("FAILOVER_STRICT") == "1"
+STRICT = os.environ.get("FAILOVER_STRICT", "1") == "1"
 
 VROOM = os.environ.get("VROOM") or (sys.argv[2] if len(sys.argv) > 2 else None)
 TMP = tempfile.mkdtemp(prefix="vroom-failover-", dir=os.environ.get("VROOM_TEST_TMP"))
@@ -721,17 +693,14 @@ class Load:
                                                self.payloads[ii[0]][:16]))
 
     def verdict(self, P, known=None, label=""):
-        """Fails on every kind of problem in P, except those in known
-        ({kind: why}), which are printed: reported bugs (see the top of
-        this file; FAILOVER_STRICT=1 fails on those too) and the documented
-        limit (LIMIT, never failed on)."""
-        known = {k: v for k, v in (known or {}).items() if not STRICT or v.startswith(LIMIT)}
+        """Fails on every kind of problem in P; with FAILOVER_STRICT=0 those
+        in known ({kind: why}: the fixed faults of the top of this file)
+        are printed instead."""
+        known = {k: v for k, v in (known or {}).items() if not STRICT}
         hard = {k: v for k, v in P.items() if k not in known}
         for k, v in P.items():
             if k in known:
-                say("%s %s: %d x %s, e.g. %s" % ("DOCUMENTED" if known[k].startswith(LIMIT)
-                                                 else "KNOWN BUG", known[k], len(v), k,
-                                                 "; ".join(v[:2])))
+                say("KNOWN BUG %s: %d x %s, e.g. %s" % (known[k], len(v), k, "; ".join(v[:2])))
         check(not hard, "%s%s" % (label, "; ".join("%d x %s: %s" % (len(v), k, "; ".join(v[:3]))
                                                   for k, v in hard.items())))
 
@@ -806,7 +775,7 @@ def log_has(n, pattern, timeout=0.0):
 
 # Bugs found by these cases and reported (see the top of this file): each
 # case names the kinds of problem they cause, which it prints as KNOWN BUG
-# instead of failing (FAILOVER_STRICT=1: fails on them too).
+# instead of failing only with FAILOVER_STRICT=0 (all fixed).
 B_REFUSED = "B1 (unknown_room while views differ)"
 B_ORDER = "B2 (requests overtaken on another link)"
 B_STALE = "B3 (a thawed relay serves its stale room)"
@@ -815,26 +784,6 @@ B_CREATE = "B5 (CREATE in flight never answered)"
 
 RELAY_LOST = {"push refused unknown_room": B_REFUSED,
               "pushes sequenced out of the publisher's order": B_ORDER}
-
-
-LIMIT = "limit (replication is not waited for)"
-
-
-def ack_race(load, n, room, t_fail, nth=0):
-    """The documented limit: a relay killed while it wrote a push's frames
-    may have acknowledged it without its backup holding it; the backup
-    then gives its seq to the next push. Seen when the backup's takeover
-    seq (its log) is below a seq acknowledged before the failure: returns
-    the kinds of problem that follow, to tolerate ({} if not so)."""
-    m = re.findall(r"took over room %s\.\.\. at seq (\d+)" % re.escape(room[:6]), n.log())
-    before = [rs[0][1][2] for rs in load.replies
-              if rs and rs[0][0] < t_fail and rs[0][1][0] == OK]
-    if len(m) <= nth or not before or int(m[nth]) >= max(before):
-        return {}
-    say("DOCUMENTED limit: %s took the room over at seq %s, seq %d was acknowledged before the "
-        "failure" % (n.cname, m[nth], max(before)))
-    return {"one seq for two pushes": LIMIT,
-            "pushes sequenced out of the publisher's order": LIMIT}
 
 
 def merge(*ds):
@@ -877,7 +826,7 @@ def case_relay_kill9():
     t_kill = time.monotonic()
     cl.kill(relay)
     load.finish()
-    load.check_all(merge(RELAY_LOST, ack_race(load, cl[b1], room, t_kill)))
+    load.check_all(RELAY_LOST)
     say("relay %s killed after push %d of 300 (backups %s, %s); resume per subscriber: %s; "
         "worst ack %.3f s" % (relay, load.killed_at, b1, b2, fmt_times(load.resume_time(t_kill)),
                               load.ack_latency()))
@@ -920,8 +869,7 @@ def case_relay_sigstop():
           "%s did not hand the room back to %s" % (b1, relay))
     P = load.analyse(tag_subs={id(on_relay): "on the frozen relay: "})
     frozen_side = {k: B_STALE + "/" + B_CATCHUP for k in P if k.startswith("on the frozen")}
-    load.verdict(P, merge(RELAY_LOST, {"one seq for two pushes": B_STALE}, frozen_side,
-                          ack_race(load, cl[b1], room, t_stop)))
+    load.verdict(P, merge(RELAY_LOST, {"one seq for two pushes": B_STALE}, frozen_side))
     say("relay %s frozen %.1f s after push %d, SIGCONT after push %d of %d: %s took over after "
         "%.2f s and handed the room back; resume: %s" %
         (relay, t_cont - t_stop, load.killed_at, at_cont, count, b1, t_takeover,
@@ -1040,8 +988,7 @@ def case_two_relays():
     load.run_until(lambda: log_has(cl[r3], took_over(cl[r3], room)), 10,
                    "%s taking the room over" % r3)
     load.finish()
-    load.check_all(merge(RELAY_LOST, ack_race(load, cl[r2], room, t1),
-                         ack_race(load, cl[r3], room, t2)))
+    load.check_all(RELAY_LOST)
     check(place(pub, room)["relay"] == r3, "the room is not at %s" % r3)
     say("relay %s killed after push %d, then %s after push %d (of 400): %s relays; resume "
         "after the second: %s" % (r1, first, r2, load.killed_at, r3,
@@ -1224,7 +1171,7 @@ def case_stream_through_killed_relay():
         check(end[2:4] == ["big", "aborted"] and end[6] == 4 * len(chunk),
               "%s: %s" % (s.identity, brief(end)))
         ends[s.identity] = end[4]
-    load.check_all(merge(RELAY_LOST, ack_race(load, cl[pl["backups"][0]], room, t_kill)))
+    load.check_all(RELAY_LOST)
     say("a stream through the killed relay %s: receivers got STREAM_END aborted %s; the sender, "
         "sending on: %s; 300 pushes in the same room all delivered" % (relay, ends, after[:2]))
     cl.converge()
@@ -1328,7 +1275,7 @@ def lib_case(prefix, relay_pick, sub_at, pub_at, victim_is):
     cl.clients.remove(owner)
     sub_node, pub_node = names[sub_at], names[pub_at]
     rot = lambda first: [first] + [n for n in names if n != first]
-    loose = relay_pick == {"sub": sub_at, "pub": pub_at}[victim_is]
+    loose = False  # every push acknowledged in the publisher's order, since B2 was fixed
     sub = fo_client("sub", cl, rot(sub_node), room, prefix + "-sub", loose=loose)
     sub.wait_line(lambda x: x.startswith("ready"), 20, "the subscriber ready")
     pub = fo_client("pub", cl, rot(pub_node), room, prefix + "-pub", loose=loose)
