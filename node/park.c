@@ -8,13 +8,15 @@
 #include "node/conn.h"
 #include "node/node.h"
 #include "node/ops.h"
+#include "node/route.h"
 #include "node/repl.h"
 #include "stream/room.h"
 #include "stream/wire.h"
 
 struct held {
 	TAILQ_ENTRY(held) next;
-	struct conn *c;
+	struct conn *c; /* a client's request, or */
+	struct peer *p; /* a node's frame (NODE_SUB) */
 	char room[ROOM_ID_LEN];
 	uint64_t deadline_ms;
 	size_t len;
@@ -106,6 +108,58 @@ static int expected(struct node *n, struct park *p, const char *id)
 	       strcmp(first, clus_self(cl)) == 0;
 }
 
+static int hold(struct node *n, struct conn *c, struct peer *from, const char *id,
+		const uint8_t *raw, size_t len)
+{
+	struct park *p = node_park(n);
+	if (p->n >= PARK_MAX || p->bytes + len > PARK_BYTES)
+		return 0;
+	struct held *h = malloc(sizeof(*h) + len);
+	if (!h)
+		return 0;
+	h->c = c;
+	h->p = from;
+	memcpy(h->room, id, ROOM_ID_LEN);
+	h->deadline_ms = node_now_ms(n) + PARK_MS;
+	h->len = len;
+	memcpy(h->frame, raw, len);
+	TAILQ_INSERT_TAIL(&p->list, h, next);
+	p->n++;
+	p->bytes += len;
+	node_counters(n)->parked++;
+	return 1;
+}
+
+int park_peer_frame(struct node *n, struct peer *from, const struct wire_msg *m,
+		    const uint8_t *raw, size_t len)
+{
+	struct park *p = node_park(n);
+	if (!node_clus(n) || p->draining || m->f[0].s.len != ROOM_ID_LEN)
+		return 0;
+	const char *id = m->f[0].s.ptr;
+	if (!held_for(p, id) && !expected(n, p, id))
+		return 0;
+	return hold(n, NULL, from, id, raw, len);
+}
+
+void park_peer_gone(struct node *n, struct peer *from)
+{
+	struct park *p = node_park(n);
+	struct heldq *qs[2] = {&p->list, &p->out};
+	for (int i = 0; i < 2; i++) {
+		struct held *h, *next;
+		for (h = TAILQ_FIRST(qs[i]); h; h = next) {
+			next = TAILQ_NEXT(h, next);
+			if (h->p == from) {
+				TAILQ_REMOVE(qs[i], h, next);
+				p->n--;
+				p->bytes -= h->len;
+				free(h);
+			}
+		}
+	}
+}
+
 int park_maybe(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
 	       size_t len)
 {
@@ -125,21 +179,7 @@ int park_maybe(struct node *n, struct conn *c, const struct wire_msg *m, const u
 	/* A room with held requests holds the ones behind them too. */
 	if (!held_for(p, id) && !expected(n, p, id))
 		return 0;
-	if (p->n >= PARK_MAX || p->bytes + len > PARK_BYTES)
-		return 0;
-	struct held *h = malloc(sizeof(*h) + len);
-	if (!h)
-		return 0;
-	h->c = c;
-	memcpy(h->room, id, ROOM_ID_LEN);
-	h->deadline_ms = node_now_ms(n) + PARK_MS;
-	h->len = len;
-	memcpy(h->frame, raw, len);
-	TAILQ_INSERT_TAIL(&p->list, h, next);
-	p->n++;
-	p->bytes += len;
-	node_counters(n)->parked++;
-	return 1;
+	return hold(n, c, NULL, id, raw, len);
 }
 
 /* Handles the held requests for room id, in arrival
@@ -165,9 +205,14 @@ static void release(struct node *n, const char *id)
 		p->bytes -= h->len;
 		struct wire_msg m;
 		size_t used;
-		/* park_conn_gone drops the rest of h->c's while this runs */
-		if (wire_parse(p->dec, h->frame, h->len, &m, &used) == WIRE_OK_)
+		/* park_conn_gone and park_peer_gone drop the rest of h->c's
+		 * and h->p's while this runs */
+		if (wire_parse(p->dec, h->frame, h->len, &m, &used) != WIRE_OK_)
+			; /* it parsed when it came */
+		else if (h->c)
 			ops_dispatch(n, h->c, &m, h->frame, h->len);
+		else
+			route_peer_frame(n, h->p, &m, h->frame, h->len);
 		free(h);
 	}
 	p->draining = 0;

@@ -934,10 +934,15 @@ static void on_fwd(struct node *n, struct peer *p, const struct wire_msg *m)
 	ops_dispatch(n, c, &in, (const uint8_t *)f->ptr, f->len);
 }
 
-static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m)
+static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m,
+			const uint8_t *raw, size_t len)
 {
 	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
 	struct wire_buf *b = node_scratch(n);
+	/* A room about to be relayed here (or catching up): the node waits
+	 * with the clients' requests, in order. */
+	if (park_peer_frame(n, p, m, raw, len))
+		return;
 	if (!r) {
 		if (m->rid) {
 			wire_enc_error(b, m->rid, WIRE_E_UNKNOWN_ROOM, "no room with this id");
@@ -981,13 +986,41 @@ static void on_ack(struct node *n, struct peer *p, const struct wire_msg *m)
 		strm_peer_ack(s, p, m->f[1].u);
 }
 
+static void attach(struct node *n, struct room *mr, struct peer *p);
+
+/* The relay handed the room on: the mirror follows it now. */
+static void on_room_moved(struct node *n, const struct wire_msg *m)
+{
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	struct mirror_meta *mm = mr ? meta_of(r, room_id(mr), 0) : NULL;
+	char name[MEMB_NAME_MAX + 1];
+	if (!mm || room_sub_count(mr) == 0 || (room_marks(mr) & ROUTE_GONE) ||
+	    m->f[1].s.len == 0 || m->f[1].s.len > MEMB_NAME_MAX)
+		return;
+	memcpy(name, m->f[1].s.ptr, m->f[1].s.len);
+	name[m->f[1].s.len] = '\0';
+	struct clus *cl = node_clus(n);
+	if (strcmp(name, clus_self(cl)) == 0 || strcmp(name, mm->relay) == 0)
+		return; /* this node's own (route_took_over), or known already */
+	struct peer *p = clus_peer(cl, name);
+	if (!p)
+		return; /* a node not heard of yet: the orphan path re-attaches */
+	vlog(node_log(n), LOG_INFO, "room %.6s...: moved to %s, subscribing there after seq %llu",
+	     room_id(mr), name, (unsigned long long)room_seq(mr));
+	snprintf(mm->relay, sizeof(mm->relay), "%s", name);
+	mm->orphan_since = 0;
+	attach(n, mr, p);
+}
+
 void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
 		      size_t len)
 {
 	switch (m->type) {
 	case WIRE_FWD: on_fwd(n, p, m); break;
 	case WIRE_FWD_REPLY: on_fwd_reply(n, m); break;
-	case WIRE_NODE_SUB: on_node_sub(n, p, m); break;
+	case WIRE_NODE_SUB: on_node_sub(n, p, m, raw, len); break;
+	case WIRE_ROOM_MOVED: on_room_moved(n, m); break;
 	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u); break;
 	case WIRE_STREAM_ACK: on_ack(n, p, m); break;
 	case WIRE_OK:
@@ -1035,6 +1068,7 @@ void route_peer_gone(struct node *n, struct peer *p)
 		}
 	}
 	conns_forget_peer(node_conns(n), p);
+	park_peer_gone(n, p);
 	/* At a client's node: requests waiting on the link fail; mirrors and
 	 * streams whose relay it was end. */
 	struct pend *pd, *pnext;
@@ -1237,11 +1271,20 @@ void route_room_moved(struct node *n, struct room *room, struct peer *p, const c
 	if (mr && room_seq(room) > room_seq(mr))
 		room_set_seq(mr, room_seq(room));
 	/* Local subscribers follow the room into the mirror; other nodes'
-	 * subscriptions end here (they re-attach to the new relay). */
+	 * subscriptions end here: they are told where the room went and
+	 * re-attach there at once, without waiting for their own view of the
+	 * cluster to name the new relay. */
 	struct room_sub *s, *next;
 	for (s = room_subs(room); s; s = next) {
 		next = room_sub_next(s);
 		if (room_sub_is_peer(s)) {
+			/* ROOM_MOVED [513, 0, room, relay] */
+			wire_buf_reset(&r->buf);
+			msgpack_packer *pk = wire_begin(&r->buf, WIRE_ROOM_MOVED, 0, 2);
+			wire_pack_str(pk, room_id(room), ROOM_ID_LEN);
+			wire_pack_cstr(pk, relay);
+			wire_end(&r->buf, 0);
+			peer_send((struct peer *)room_sub_who(s), r->buf.p, r->buf.len);
 			room_unsubscribe(s);
 			continue;
 		}

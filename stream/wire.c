@@ -64,6 +64,7 @@ static const struct wire_schema schemas[] = {
 	{WIRE_NODE_STATS, "b"},
 	{WIRE_REPL_ACK, "su"},
 	{WIRE_REPL_NACK, "su"},
+	{WIRE_ROOM_MOVED, "ss"},
 };
 
 static const char *schema_of(unsigned type)

@@ -87,7 +87,8 @@ enum wire_type {
 	WIRE_NODE_STATS_REQ = 509, /* the stats port of one node asks another's summary */
 	WIRE_NODE_STATS = 510,	   /* the answer: a JSON summary, same rid */
 	WIRE_REPL_ACK = 511,
-	WIRE_REPL_NACK = 512,	   /* to a relay of an older epoch: this node knows a newer one */	   /* backup to relay: it holds the room's pushes up to seq */
+	WIRE_REPL_NACK = 512,
+	WIRE_ROOM_MOVED = 513,	   /* relay to a subscribing node: the room is relayed by the node named */	   /* to a relay of an older epoch: this node knows a newer one */	   /* backup to relay: it holds the room's pushes up to seq */
 };
 
 /* Error codes: one enum, stable numbers, mapped to names in wire_err_name().

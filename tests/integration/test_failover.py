@@ -116,6 +116,7 @@ PUSH_EVERY = 0.005     # seconds between pushes
 CONVERGE_S = 15.0      # generous under ASan on a busy machine
 SETTLE_S = 20.0        # after the last push: every reply and delivery in
 IDLE_S = 1.5           # once every push has its reply: no frame for this long, nothing more comes
+JOIN_WAIT_S = 0.5     # a room moving to a joining node: the longest wait between deliveries
 PROMPT_S = 1.0         # "no disruption": the worst ack and gap between deliveries allowed
 HOLD_S = 0.01          # the publisher's pause before a relay is killed or frozen
 FREEZE_S = 4.0         # SIGSTOP: long enough for SWIM (1.5-2.5 s)
@@ -237,6 +238,8 @@ class Cluster:
         for n in self.nodes.values():
             if n.fate == "killed":
                 want[n.cname] = ("dead", None)
+            elif n.fate == "left":
+                want[n.cname] = ("left", "dead", None)
         want.update(extra or {})
         t0 = time.monotonic()
         while True:
@@ -256,6 +259,15 @@ class Cluster:
         n.fate = "killed"
         if S.get("load") is not None:
             S["load"].mark("killed " + name)
+
+    def drain(self, name):
+        """SIGTERM: the node leaves, hands its rooms to their backups and
+        tells its clients `shutdown`; it must exit 0, sanitizer-clean."""
+        n = self.nodes[name]
+        n.stop(timeout=20)
+        n.fate = "left"
+        if S.get("load") is not None:
+            S["load"].mark("drained " + name)
 
     def freeze(self, name):
         os.kill(self.nodes[name].pid, signal.SIGSTOP)
@@ -728,6 +740,26 @@ class Load:
             out["%s@%s" % (s.identity, s.node.cname)] = gap
         return out
 
+    def delivery_latency(self, since, rooms=None):
+        """For each full subscriber, the longest a push sent at or after
+        since (in rooms, if given) took to reach it."""
+        out = {}
+        for s, srooms in self.subs:
+            worst = 0.0
+            for room in srooms:
+                if rooms is not None and room not in rooms:
+                    continue
+                by_seq = {}
+                for i in self.pushes_of(room):
+                    rs = self.replies[i]
+                    if rs and rs[0][1][0] == OK and self.sent_at[i] >= since:
+                        by_seq[rs[0][1][2]] = self.sent_at[i]
+                for t, seq, _, _ in self.got.get(id(s), {}).get(room, []):
+                    if seq in by_seq:
+                        worst = max(worst, t - by_seq[seq])
+            out["%s@%s" % (s.identity, s.node.cname)] = worst
+        return out
+
     def ack_latency(self):
         return max(rs[0][0] - self.sent_at[i] for i, rs in enumerate(self.replies) if rs)
 
@@ -1075,8 +1107,13 @@ def case_node_joins():
     moved = [room for room in rooms if before[room] != after[room]]
     check(all(after[room] == "j5" for room in moved), "rooms moved elsewhere than to j5")
     held = stats(cl["j5"])["rooms"]["count"]
+    wait = load.delivery_latency(t_join, moved)
     say("j5 joined after push 200 of 800 into 40 rooms: %d rooms moved to it (it holds %d); "
-        "resume: %s" % (len(moved), held, fmt_times(load.resume_time(t_join))))
+        "longest a push to a moved room took to reach a receiver: %s" %
+        (len(moved), held, fmt_times(wait)))
+    # The issue's bound is 200 ms; the test allows a loaded CI machine more.
+    check(max(wait.values()) <= JOIN_WAIT_S, "a receiver waited %.3f s for a push at the join "
+          "(bound %.1f s)" % (max(wait.values()), JOIN_WAIT_S))
     check(held == len(moved), "j5 holds %d rooms, placement moved %d" % (held, len(moved)))
     load.check_all({"push refused unknown_room": B_REFUSED})
     cl.shutdown()
@@ -1255,7 +1292,7 @@ def progress(f, n):
     return lambda x: x.startswith("progress ") and int(x.split()[1]) >= n
 
 
-def lib_case(prefix, relay_pick, sub_at, pub_at, victim_is):
+def lib_case(prefix, relay_pick, sub_at, pub_at, victim_is, how="kill"):
     """A 3-node cluster, a room whose relay is relay_pick's node; a libvroom
     subscriber on sub_at and a publisher on pub_at, each with the three
     nodes in its list (its own first); the node victim_is names is killed
@@ -1283,7 +1320,10 @@ def lib_case(prefix, relay_pick, sub_at, pub_at, victim_is):
     victim = {"sub": sub_node, "pub": pub_node}[victim_is]
     (sub if victim_is == "sub" else pub).wait_line(progress(sub if victim_is == "sub" else pub, 100),
                                                    30, "100 pushes")
-    cl.kill(victim)
+    if how == "kill":
+        cl.kill(victim)
+    else:
+        cl.drain(victim)
     rs, rp = sub.finish(90), pub.finish(90)
     tail_s, tail_p = sub.lines[-1:] or ["(nothing)"], pub.lines[-1:] or ["(nothing)"]
     check(rs == 0 and rp == 0,
@@ -1295,8 +1335,9 @@ def lib_case(prefix, relay_pick, sub_at, pub_at, victim_is):
         say("KNOWN BUG B2 (requests overtaken on another link): %d pushes sequenced out of "
             "the publisher's order" % reord)
     check(moved, "nobody moved: %s %s" % (sub.lines[-3:], pub.lines[-3:]))
-    say("relay %s, subscriber on %s, publisher on %s; killed %s: subscriber %s, publisher "
-        "%s; %s" % (want, sub_node, pub_node, victim, tail_s[0], tail_p[0], "; ".join(moved)))
+    say("relay %s, subscriber on %s, publisher on %s; %s %s: subscriber %s, publisher "
+        "%s; %s" % (want, sub_node, pub_node, "killed" if how == "kill" else "SIGTERM to",
+                    victim, tail_s[0], tail_p[0], "; ".join(moved)))
     cl.converge()
     cl.shutdown()
 
@@ -1316,6 +1357,12 @@ def case_lib_publisher_node_killed():
     # the publisher's node forwards to the relay: its pushes go again
     # through another node and count once
     lib_case("lp", 0, 0, 1, "pub")
+
+
+def case_lib_node_drained():
+    # SIGTERM of the node that relays the room and serves both clients:
+    # it hands the room to its backup, its clients move and go on
+    lib_case("ld", 0, 0, 0, "pub", how="term")
 
 
 def case_lib_publisher_relay_killed():
@@ -1461,6 +1508,7 @@ if __name__ == "__main__":
         ("libvroom: a subscriber's node, the relay, killed", case_lib_subscriber_relay_killed),
         ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
         ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
+        ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),
         ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
         ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),
     ]
