@@ -36,6 +36,7 @@ struct ring {
 	uint64_t floor; /* a newer relay's seq this node adopted: the next push goes past it */
 	uint64_t handed_ms; /* when this node last handed the room over (0: never) */
 	char handed_to[MEMB_NAME_MAX + 1];
+	char src[MEMB_NAME_MAX + 1]; /* a backup's: the relay that last sent the room's state */
 	uint64_t state_ms;  /* when this node, relaying it, last sent its state */
 	struct entry *e;
 	size_t head, len, cap, bytes;
@@ -275,9 +276,10 @@ static void release_stuck(struct node *n)
 	}
 }
 
-static void enc_state(struct wire_buf *b, const struct room *r)
+/* REPL_STATE; handover: the receiver is to relay the room from now on. */
+static void enc_state(struct wire_buf *b, const struct room *r, int handover)
 {
-	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 6);
+	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 7);
 	wire_pack_cstr(pk, room_id(r));
 	wire_pack_cstr(pk, room_owner(r));
 	msgpack_pack_array(pk, room_grant_count(r));
@@ -286,6 +288,7 @@ static void enc_state(struct wire_buf *b, const struct room *r)
 	msgpack_pack_uint64(pk, room_seq(r));
 	msgpack_pack_uint64(pk, room_created(r));
 	msgpack_pack_uint64(pk, room_epoch(r));
+	msgpack_pack_uint64(pk, handover ? 1 : 0);
 	wire_end(b, 0);
 }
 
@@ -309,7 +312,7 @@ void repl_room_state(struct node *n, struct room *r)
 	if (g)
 		g->state_ms = node_now_ms(n);
 	struct wire_buf *b = node_scratch(n);
-	enc_state(b, r);
+	enc_state(b, r, 0);
 	to_backups(n, room_id(r), b->p, b->len);
 }
 
@@ -664,9 +667,13 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 		if (epoch > room_epoch(r))
 			room_set_epoch(r, epoch);
 		room_touch(rp->replicas, r, node_now_ms(n));
+		struct ring *src = ring_of(rp, room_id(r), 1);
+		if (src)
+			snprintf(src->src, sizeof(src->src), "%s", peer_name(p));
 		/* Handed over (a node joined, or this one came back first in
-		 * the room's list): take it now. */
-		if (rank_of(n, room_id(r)) == 0)
+		 * the room's list): take it now. A state sent to a backup is
+		 * not a hand-over, whatever this node's view says. */
+		if (m->nfields > 6 && m->f[6].u == 1)
 			promote(n, r, "handed over");
 		return;
 	}
@@ -780,7 +787,7 @@ static int hand_over(struct node *n, struct room *r)
 	 * the ring, the subscribers here now. */
 	release(n, room_id(r), UINT64_MAX);
 	struct wire_buf *b = node_scratch(n);
-	enc_state(b, r);
+	enc_state(b, r, 1);
 	peer_send(p, b->p, b->len);
 	struct ring *g = ring_of(rp, room_id(r), 0);
 	for (size_t i = 0; g && i < g->len; i++) {
@@ -814,6 +821,19 @@ static int hand_over(struct node *n, struct room *r)
 	return 0;
 }
 
+/* Whether the relay that last sent this replica's state is a live member:
+ * then it relays the room still, and hands it over once it sees this node
+ * first in the room's list. */
+static int source_alive(struct node *n, const char *id)
+{
+	struct ring *g = ring_of(node_repl(n), id, 0);
+	struct clus *cl = node_clus(n);
+	if (!g || !g->src[0] || strcmp(g->src, clus_self(cl)) == 0)
+		return 0;
+	const struct memb_member *m = memb_find(clus_memb(cl), g->src);
+	return m && (m->state == MEMB_ALIVE || m->state == MEMB_SUSPECT);
+}
+
 void repl_members_changed(struct node *n)
 {
 	struct clus *cl = node_clus(n);
@@ -828,6 +848,8 @@ void repl_members_changed(struct node *n)
 		int rank = rank_of(n, room_id(r));
 		if (rank > 0)
 			continue; /* still a backup */
+		if (rank == 0 && source_alive(n, room_id(r)))
+			continue; /* its relay lives: it hands the room over (views differ) */
 		if (rank < 0) { /* no longer in its list */
 			ring_drop(rp, room_id(r));
 			rooms_destroy(rp->replicas, r);

@@ -104,7 +104,7 @@ import time
 import msgpack
 
 from harness import (
-    CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, OK, PING, PONG, PUSH, SANITIZER_MARKS, SUBSCRIBE,
+    CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, OK, PING, PONG, PUSH, REMOVE, SANITIZER_MARKS, SUBSCRIBE,
     Link, Node, Sodium, TestFailure, check, frame_bytes, hello, read_key, run_cases, tail,
 )
 
@@ -974,6 +974,35 @@ def case_epochs():
     cl.shutdown()
 
 
+def case_remove_while_forming():
+    """Rooms made and removed while the nodes' views still differ (the
+    cluster forming): none comes back. (A backup that thought itself first
+    took a room over from a state sent to it as a backup, and the REMOVE at
+    the real relay did not reach its copy.)"""
+    cl = Cluster.__new__(Cluster)
+    cl.prefix, cl.nodes, cl.clients = "f", {}, []
+    S["clusters"].append(cl)
+    first = cl.add("f1", wait=False)
+    for i in (2, 3):
+        cl.add("f%d" % i, seeds=first.caddr, wait=False)
+    c = cl.client("f2", "owner")
+    made = []
+    for _ in range(30):
+        v = request(c, CREATE)
+        if v[0] == OK:
+            made.append(v[2])
+            ok(c, REMOVE, v[2])
+    cl.converge()
+    time.sleep(3.0)  # hand-overs, park deadlines and fences all past
+    left = {n: [r["id_prefix"] for r in stats(cl[n])["rooms"]["list"]] for n in cl.nodes}
+    back = {n: [p for p in v if any(r.startswith(p) for r in made)] for n, v in left.items()}
+    say("%d rooms made and removed while 3 nodes formed a cluster; rooms left: %s" %
+        (len(made), {n: len(v) for n, v in back.items()}))
+    check(made, "no room could be made while the cluster formed")
+    check(not any(back.values()), "removed rooms came back: %s" % back)
+    cl.shutdown()
+
+
 def case_backup_killed():
     cl = Cluster("b", 4)
     pub = cl.client("b1", "pub")
@@ -1498,6 +1527,7 @@ if __name__ == "__main__":
         ("kill -9 of the relay under pushes", case_relay_kill9),
         ("SIGSTOP of the relay, SIGCONT, hand-back", case_relay_sigstop),
         ("a backup killed: no disruption", case_backup_killed),
+        ("rooms removed while the cluster forms stay removed", case_remove_while_forming),
         ("epochs: a backup refuses an older one, a relay steps down", case_epochs),
         ("two relay failures in a row", case_two_relays),
         ("relay killed with CREATEs in flight", case_create_in_flight),
