@@ -249,11 +249,11 @@ def membership_trial(bench, size, links):
 def run_bench(bench, pub, subs, relay=None, stream=0):
     a = bench.args
     cmd = [bench.vbench, "--pub-server", pub, "--sub-servers", ",".join(subs),
-           "--subs", str(a.subs if not stream else len(subs)), "--max-seconds", "300"]
+           "--subs", str(a.subs if not stream else len(subs)), "--max-seconds", str(a.max_seconds)]
     if stream:
         cmd += ["--stream", str(stream)]
     else:
-        cmd += ["--size", str(a.size), "--count", str(a.count)]
+        cmd += ["--size", str(a.size), "--count", str(a.count), "--window", str(a.window)]
     if relay:
         cmd += ["--relay", relay]
     if a.pin and shutil.which("taskset"):
@@ -342,6 +342,10 @@ def main():
     ap.add_argument("--sizes", default="3,5,10")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--count", type=int, default=200000)
+    ap.add_argument("--max-seconds", type=int, default=300, help="vroom-bench's time limit per run")
+    ap.add_argument("--window", type=int, default=256,
+                    help="pushes in flight before the publisher waits for an OK (vroom-bench "
+                         "--window; libvroom keeps up to 4096 unacknowledged by default)")
     ap.add_argument("--subs", type=int, default=10)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--stream", type=int, default=0)
