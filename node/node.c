@@ -72,6 +72,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 		}
 		conns_reap(n->conns);
 		route_flush(n);
+		repl_flush_acks(n);
 	} while (strms_due(n->strms));
 }
 

@@ -54,7 +54,19 @@ struct held {
 	size_t data_len;
 };
 
+/* An acknowledgement owed to a relay: sent once per loop turn, for the
+ * highest seq held (REPL_ACK is cumulative). */
+struct ack_due {
+	char relay[MEMB_NAME_MAX + 1];
+	char id[ROOM_ID_LEN];
+	uint64_t seq;
+};
+
+#define ACKS_DUE_MAX 256
+
 struct repl {
+	struct ack_due due[ACKS_DUE_MAX];
+	size_t ndue;
 	struct rooms *replicas; /* rooms backed up here */
 	struct smap *rings;	/* room id -> ring, for rooms relayed or backed up here */
 	TAILQ_HEAD(, held) held; /* accept order: per room, seq order */
@@ -545,6 +557,47 @@ static void catch_up(struct node *n, struct room *r, uint64_t seq, uint64_t orig
 		park_room_ready(n, room_id(r)); /* caught up: held requests go */
 }
 
+/* REPL_ACK [511, 0, room, seq] for each acknowledgement owed. */
+void repl_flush_acks(struct node *n)
+{
+	struct repl *rp = node_repl(n);
+	for (size_t i = 0; i < rp->ndue; i++) {
+		struct ack_due *a = &rp->due[i];
+		struct peer *p = clus_peer(node_clus(n), a->relay);
+		if (!p)
+			continue; /* gone: it will not wait for this */
+		struct wire_buf *b = node_scratch(n);
+		msgpack_packer *pk = wire_begin(b, WIRE_REPL_ACK, 0, 2);
+		wire_pack_str(pk, a->id, ROOM_ID_LEN);
+		msgpack_pack_uint64(pk, a->seq);
+		wire_end(b, 0);
+		peer_send(p, b->p, b->len);
+	}
+	rp->ndue = 0;
+}
+
+/* Owes relay an ack for room id up to seq: one REPL_ACK per room and loop
+ * turn, however many pushes came (the relay waits for the highest). */
+static void ack_later(struct node *n, const char *relay, const char *id, uint64_t seq)
+{
+	struct repl *rp = node_repl(n);
+	for (size_t i = rp->ndue; i-- > 0;) {
+		struct ack_due *a = &rp->due[i];
+		if (memcmp(a->id, id, ROOM_ID_LEN) == 0 && strcmp(a->relay, relay) == 0) {
+			if (seq > a->seq)
+				a->seq = seq;
+			return;
+		}
+	}
+	if (rp->ndue == ACKS_DUE_MAX)
+		repl_flush_acks(n);
+	struct ack_due *a = &rp->due[rp->ndue++];
+	snprintf(a->relay, sizeof(a->relay), "%s", relay);
+	memcpy(a->id, id, ROOM_ID_LEN);
+	a->seq = seq;
+	node_schedule_reap(n);
+}
+
 /* REPL_NACK [512, 0, room, epoch] to a relay of an older term. */
 static void nack(struct node *n, struct peer *p, const char *id, uint64_t epoch)
 {
@@ -704,13 +757,7 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 		struct ring *g = owner ? ring_of(rp, room_id(owner), 1) : NULL;
 		if (g) {
 			ring_add(g, m->f[1].u, m->f[2].u, m->f[3].u, frame);
-			/* REPL_ACK [511, 0, room, seq]: held here now */
-			struct wire_buf *b = node_scratch(n);
-			msgpack_packer *pk = wire_begin(b, WIRE_REPL_ACK, 0, 2);
-			wire_pack_str(pk, room_id(owner), ROOM_ID_LEN);
-			msgpack_pack_uint64(pk, m->f[1].u);
-			wire_end(b, 0);
-			peer_send(p, b->p, b->len);
+			ack_later(n, peer_name(p), room_id(owner), m->f[1].u);
 		}
 		if (mine)
 			catch_up(n, mine, m->f[1].u, m->f[2].u, frame);

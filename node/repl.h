@@ -55,6 +55,8 @@ int repl_hold(struct node *n, struct room *r, uint64_t seq, struct conn *c, uint
 	      struct blob *frame, size_t data_len, uint64_t t0_ns);
 /* The last seq of r delivered here: pushes after it are held. */
 uint64_t repl_released(struct node *n, const struct room *r);
+/* Sends the acknowledgements owed to relays (after each loop turn). */
+void repl_flush_acks(struct node *n);
 /* c is going: its held pushes are still delivered, unanswered. */
 void repl_conn_gone(struct node *n, struct conn *c);
 /* Whether session sid's request rid already made push *seq in room r. */
