@@ -87,6 +87,13 @@ enum wire_type {
 	WIRE_NODE_STATS_REQ = 509, /* the stats port of one node asks another's summary */
 	WIRE_NODE_STATS = 510,	   /* the answer: a JSON summary, same rid */
 	WIRE_REPL_ACK = 511,	   /* backup to relay: it holds the room's pushes up to seq */
+	/* byte streams across a failover (node/srepl.c); 512-519 are room epochs' */
+	WIRE_REPL_STREAM = 520,	    /* relay to backup: an open stream's replica */
+	WIRE_REPL_CHUNK = 521,	    /* relay to backup: a stream's bytes at an offset */
+	WIRE_REPL_CHUNK_ACK = 522,  /* backup to relay: it holds the stream up to upto */
+	WIRE_REPL_STREAM_END = 523, /* relay to backup: the stream ended */
+	WIRE_STREAM_RESUME = 524,   /* new relay to the sender's node: send from offset */
+	WIRE_STREAM_REATTACH = 525, /* receiver's node to new relay: resume from offset */
 };
 
 /* Error codes: one enum, stable numbers, mapped to names in wire_err_name().
