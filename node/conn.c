@@ -43,13 +43,38 @@ enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING, CONN_DEAD };
 
 static const char *state_names[] = {"hello", "ready", "closing", "dead"};
 
+/* A chunk or close of a stream sent through another node's relay, kept
+ * until the relay says every receiver took it (credit's acked), so that a
+ * new relay can be sent it again (node/srepl.h). */
+struct kept {
+	struct kept *next;
+	uint64_t off, rid; /* a close: off is UINT64_MAX */
+	size_t dlen, len;  /* the chunk's bytes (the frame's last), the frame's */
+	uint8_t frame[];
+};
+
 /* A stream this client sends through another node's relay. */
 struct rstream {
 	char id[WIRE_STREAM_ID_MAX + 1];
-	struct peer *p;
+	struct peer *p;	    /* NULL: its relay went, a new one has not spoken yet */
 	uint64_t open_rid;  /* the OPEN's rid: an error to it means refused */
 	uint64_t close_rid; /* 0 until its CLOSE is forwarded */
+	uint64_t orphan_ms; /* since when p is NULL */
+	struct kept *kept, *ktail;
+	size_t kbytes;
+	int unkept; /* past the bound: it cannot be sent again */
 };
+
+static void rstream_clear(struct rstream *r)
+{
+	struct kept *k;
+	while ((k = r->kept) != NULL) {
+		r->kept = k->next;
+		free(k);
+	}
+	r->ktail = NULL;
+	r->kbytes = 0;
+}
 
 struct conn {
 	struct node *node;
@@ -89,6 +114,13 @@ struct conns {
 	struct smap *bysid; /* local client connections by session id */
 };
 
+/* Takes rstream i out (the last one moves into its place). */
+static void rstream_del(struct conn *c, size_t i)
+{
+	rstream_clear(&c->rstreams[i]);
+	c->rstreams[i] = c->rstreams[--c->nrstreams];
+}
+
 struct conns *conns_new(void)
 {
 	struct conns *s = calloc(1, sizeof(*s));
@@ -113,6 +145,8 @@ static void conn_free(struct conn *c)
 		bufferevent_free(c->bev); /* closes the socket, unrefs queued blobs */
 	free(c->subs);
 	free(c->streams);
+	while (c->nrstreams)
+		rstream_del(c, c->nrstreams - 1);
 	free(c->rstreams);
 	free(c->used);
 	for (size_t i = 0; i < c->bulk_len; i++)
@@ -171,11 +205,33 @@ void conns_forget_peer(struct conns *s, struct peer *p)
 				c->used[i] = c->used[--c->nused];
 			else
 				i++;
-		for (size_t i = 0; i < c->nrstreams;)
-			if (c->rstreams[i].p == p)
-				c->rstreams[i] = c->rstreams[--c->nrstreams];
-			else
+		/* Streams through that relay wait for a new one, which says
+		 * where it takes them up (conn_rstream_resume). */
+		for (size_t i = 0; i < c->nrstreams; i++)
+			if (c->rstreams[i].p == p) {
+				c->rstreams[i].p = NULL;
+				c->rstreams[i].orphan_ms = node_now_ms(c->node);
+			}
+	}
+}
+
+void conns_rstreams_expire(struct conns *s, uint64_t now_ms, uint64_t max_ms,
+			   void (*fn)(struct conn *c, const char *id, void *arg), void *arg)
+{
+	struct conn *c;
+	TAILQ_FOREACH(c, &s->live, link) {
+		for (size_t i = 0; i < c->nrstreams;) {
+			struct rstream *r = &c->rstreams[i];
+			if (r->p || now_ms - r->orphan_ms < max_ms) {
 				i++;
+				continue;
+			}
+			char id[WIRE_STREAM_ID_MAX + 1];
+			memcpy(id, r->id, sizeof(id));
+			rstream_del(c, i);
+			fn(c, id, arg);
+			i = 0; /* fn may have sent: start over */
+		}
 	}
 }
 
@@ -550,6 +606,10 @@ int conn_rstream_add(struct conn *c, const char *id, size_t len, struct peer *p,
 	v[c->nrstreams].p = p;
 	v[c->nrstreams].open_rid = rid;
 	v[c->nrstreams].close_rid = 0;
+	v[c->nrstreams].orphan_ms = 0;
+	v[c->nrstreams].kept = v[c->nrstreams].ktail = NULL;
+	v[c->nrstreams].kbytes = 0;
+	v[c->nrstreams].unkept = 0;
 	c->nrstreams++;
 	return 0;
 }
@@ -579,7 +639,7 @@ void conn_rstream_refused(struct conn *c, uint64_t rid)
 {
 	for (size_t i = 0; i < c->nrstreams; i++) {
 		if (rid && c->rstreams[i].open_rid == rid) {
-			c->rstreams[i] = c->rstreams[--c->nrstreams];
+			rstream_del(c, i);
 			return;
 		}
 	}
@@ -592,10 +652,122 @@ void conn_rstream_done(struct conn *c, const char *id, size_t len, uint64_t rid)
 		int hit = id ? strlen(r->id) == len && memcmp(r->id, id, len) == 0
 			     : r->close_rid != 0 && r->close_rid == rid;
 		if (hit) {
-			c->rstreams[i] = c->rstreams[--c->nrstreams];
+			rstream_del(c, i);
 			return;
 		}
 	}
+}
+
+int conn_rstream_has(const struct conn *c, const char *id, size_t len)
+{
+	return rstream_index(c, id, len) >= 0;
+}
+
+int conn_rstream_is_close(const struct conn *c, uint64_t rid)
+{
+	for (size_t i = 0; rid && i < c->nrstreams; i++)
+		if (c->rstreams[i].close_rid == rid)
+			return 1;
+	return 0;
+}
+
+void conn_rstream_keep(struct conn *c, const char *id, size_t len, const uint8_t *frame,
+		       size_t flen, uint64_t rid, uint64_t off, size_t dlen)
+{
+	long i = rstream_index(c, id, len);
+	if (i < 0)
+		return;
+	struct rstream *r = &c->rstreams[i];
+	/* A sender within its window has at most about two windows unacked
+	 * here (the old relay's and, after a takeover, the floor). */
+	size_t bound = 2 * node_cfg(c->node)->stream_window + node_cfg(c->node)->frame_max;
+	struct kept *k = NULL;
+	if (r->unkept || r->kbytes + flen > bound || !(k = malloc(sizeof(*k) + flen))) {
+		if (!r->unkept)
+			vlog(node_log(c->node), LOG_WARN,
+			     "stream %s: over %zu bytes unacknowledged; it cannot move to a new "
+			     "relay",
+			     r->id, bound);
+		r->unkept = 1;
+		rstream_clear(r);
+		return;
+	}
+	*k = (struct kept){.off = off, .rid = rid, .dlen = dlen, .len = flen};
+	memcpy(k->frame, frame, flen);
+	if (r->ktail)
+		r->ktail->next = k;
+	else
+		r->kept = k;
+	r->ktail = k;
+	r->kbytes += flen;
+}
+
+void conn_rstream_acked(struct conn *c, const char *id, size_t len, uint64_t acked)
+{
+	long i = rstream_index(c, id, len);
+	if (i < 0)
+		return;
+	struct rstream *r = &c->rstreams[i];
+	struct kept *k;
+	while ((k = r->kept) != NULL && k->off != UINT64_MAX && k->off + k->dlen <= acked) {
+		r->kept = k->next;
+		r->kbytes -= k->len;
+		free(k);
+	}
+	if (!r->kept)
+		r->ktail = NULL;
+}
+
+/* A chunk cut to start at from: [301, rid, id, from, data]. */
+static void send_cut(const char *id, const struct kept *k, uint64_t from,
+		     void (*send)(void *arg, const uint8_t *frame, size_t len), void *arg)
+{
+	struct wire_buf b;
+	wire_buf_init(&b);
+	size_t skip = (size_t)(from - k->off), dlen = k->dlen - skip;
+	msgpack_packer *pk = wire_begin(&b, WIRE_STREAM_CHUNK, k->rid, 3);
+	wire_pack_cstr(pk, id);
+	msgpack_pack_uint64(pk, from);
+	wire_pack_bin(pk, k->frame + k->len - k->dlen + skip, dlen);
+	wire_end(&b, 0);
+	send(arg, b.p, b.len);
+	wire_buf_free(&b);
+}
+
+int conn_rstream_resume(struct conn *c, const char *id, size_t len, struct peer *p, uint64_t off,
+			void (*send)(void *arg, const uint8_t *frame, size_t len), void *arg)
+{
+	long i = rstream_index(c, id, len);
+	if (i < 0 || c->rstreams[i].unkept)
+		return -1;
+	struct rstream *r = &c->rstreams[i];
+	char sid[WIRE_STREAM_ID_MAX + 1];
+	memcpy(sid, r->id, sizeof(sid));
+	/* Without a link (the relay is this node now) the frames go through
+	 * this node's own handlers: the entry goes first. */
+	struct kept *list = r->kept;
+	if (!p) {
+		r->kept = r->ktail = NULL;
+		r->kbytes = 0;
+		rstream_del(c, (size_t)i);
+	} else {
+		r->p = p;
+		r->orphan_ms = 0;
+	}
+	for (struct kept *k = list; k; k = k->next) {
+		if (k->off == UINT64_MAX || k->off >= off)
+			send(arg, k->frame, k->len);
+		else if (k->off + k->dlen > off)
+			send_cut(sid, k, off, send, arg);
+	}
+	if (!p) {
+		struct kept *k;
+		while ((k = list) != NULL) {
+			list = k->next;
+			free(k);
+		}
+	}
+	return 0;
 }
 
 uint64_t conn_id(const struct conn *c)

@@ -73,6 +73,25 @@ struct peer *conn_rstream(const struct conn *c, const char *id, size_t len);
 void conn_rstream_closing(struct conn *c, const char *id, size_t len, uint64_t rid);
 /* Forgets a remote stream: by id, or (id NULL) the one whose close had rid. */
 void conn_rstream_done(struct conn *c, const char *id, size_t len, uint64_t rid);
+/* Whether this client sends a stream with this id through another node
+ * (conn_rstream() is NULL while it waits for a new relay). */
+int conn_rstream_has(const struct conn *c, const char *id, size_t len);
+/* Whether rid is the close of one of them (its answer comes from the relay). */
+int conn_rstream_is_close(const struct conn *c, uint64_t rid);
+/* Keeps a chunk (at off, dlen bytes) or close (off UINT64_MAX) frame until
+ * the relay's credit says its bytes are taken (conn_rstream_acked). */
+void conn_rstream_keep(struct conn *c, const char *id, size_t len, const uint8_t *frame,
+		       size_t flen, uint64_t rid, uint64_t off, size_t dlen);
+void conn_rstream_acked(struct conn *c, const char *id, size_t len, uint64_t acked);
+/* A new relay holds the stream up to off: the kept frames from there go
+ * to send() (a chunk across off is cut), and the stream goes through p
+ * from now on; p NULL: this node relays it now and the entry is dropped
+ * first. -1 if there is no such stream or it kept too much to go on. */
+int conn_rstream_resume(struct conn *c, const char *id, size_t len, struct peer *p, uint64_t off,
+			void (*send)(void *arg, const uint8_t *frame, size_t len), void *arg);
+/* Streams that waited max_ms for a new relay in vain: each goes, then fn. */
+void conns_rstreams_expire(struct conns *s, uint64_t now_ms, uint64_t max_ms,
+			   void (*fn)(struct conn *c, const char *id, void *arg), void *arg);
 
 uint64_t conn_id(const struct conn *c);
 const char *conn_peer(const struct conn *c);

@@ -23,6 +23,7 @@
 #include "node/peer.h"
 #include "node/park.h"
 #include "node/repl.h"
+#include "node/srepl.h"
 #include "node/route.h"
 #include "node/streams.h"
 #include "stream/addr.h"
@@ -41,6 +42,7 @@ struct node {
 	struct clus *clus;   /* NULL: a single node */
 	struct route *route;
 	struct repl *repl;
+	struct srepl *srepl; /* byte streams' replicas */
 	struct park *park;
 	struct wire_dec *dec;
 	struct wire_buf scratch;
@@ -126,12 +128,14 @@ struct node *node_new(struct event_base *base, const struct cfg *c, struct vlog 
 	n->conns = conns_new();
 	n->route = route_new(n);
 	n->repl = repl_new();
+	n->srepl = srepl_new(n->cfg.frame_max);
 	n->park = park_new(c->frame_max);
 	n->dec = wire_dec_new(c->frame_max);
 	n->reaper = event_new(base, -1, 0, on_reap, n);
 	n->sweep = event_new(base, -1, EV_PERSIST, on_sweep, n);
 	wire_buf_init(&n->scratch);
-	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->repl || !n->park || !n->dec || !n->reaper || !n->sweep) {
+	if (!n->rooms || !n->strms || !n->conns || !n->route || !n->repl || !n->srepl || !n->park ||
+	    !n->dec || !n->reaper || !n->sweep) {
 		*cause = "out of memory";
 		node_free(n);
 		return NULL;
@@ -152,6 +156,7 @@ void node_free(struct node *n)
 	guard_free(n->guard); /* after the connections reading through its bucket */
 	route_free(n->route);
 	repl_free(n->repl);
+	srepl_free(n->srepl);
 	park_free(n->park);
 	clus_free(n->clus);
 	strms_free(n->strms);
@@ -445,6 +450,11 @@ struct route *node_route(struct node *n)
 struct park *node_park(struct node *n)
 {
 	return n->park;
+}
+
+struct srepl *node_srepl(struct node *n)
+{
+	return n->srepl;
 }
 
 struct repl *node_repl(struct node *n)

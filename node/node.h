@@ -28,6 +28,7 @@ struct wire_dec;
 struct clus;
 struct route;
 struct repl;
+struct srepl;
 struct room_sub;
 struct conn;
 struct blob;
@@ -127,6 +128,7 @@ struct evutil_addrinfo *node_resolve_listen(const char *addr, const char *what, 
 struct clus *node_clus(struct node *n);
 struct route *node_route(struct node *n);
 struct repl *node_repl(struct node *n);
+struct srepl *node_srepl(struct node *n);
 struct park *node_park(struct node *n);
 /* The node's stats port (node/stats.h), which sets itself here when it
  * starts and clears itself when freed; NULL with `stats = off`. Node links

@@ -13,6 +13,7 @@
 #include "node/park.h"
 #include "node/peer.h"
 #include "node/route.h"
+#include "node/srepl.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/smap.h"
@@ -199,6 +200,11 @@ static void to_backups(struct node *n, const char *id, const uint8_t *frame, siz
 	}
 }
 
+size_t repl_backups(struct node *n, const char *id, const char **names, size_t max)
+{
+	return backups(n, id, names, max);
+}
+
 /* The link to the room's first backup, as this node sees the cluster. */
 static struct peer *first_backup(struct node *n, const char *id)
 {
@@ -352,6 +358,7 @@ void repl_sweep(struct node *n)
 				 node_cfg(n)->room_idle_ms + REPLICA_GRACE_MS)) != NULL) {
 		vlog(node_log(n), LOG_INFO, "replica of room %.6s... expired (its relay went quiet)",
 		     room_id(rep));
+		srepl_room_gone(n, room_id(rep));
 		ring_drop(rp, room_id(rep));
 		rooms_destroy(rp->replicas, rep);
 	}
@@ -473,6 +480,7 @@ static void fill(struct node *n, struct room *r)
 		enc_push(b, room_id(r), &g->e[(g->head + i) % g->cap], room_epoch(r));
 		to_backups(n, room_id(r), b->p, b->len);
 	}
+	srepl_fill(n, r);
 }
 
 /* This node's rank in the room's preference list: 0 is the relay, -1 not
@@ -518,6 +526,7 @@ static struct room *promote(struct node *n, struct room *rep, const char *why)
 	rooms_destroy(rp->replicas, rep); /* the ring stays: nr's now */
 	if (nr) {
 		fill(n, nr); /* the backups learn the new epoch */
+		srepl_install(n, nr); /* before its mirror's receivers move in */
 		route_took_over(n, nr);
 		park_room_ready(n, room_id(nr));
 	}
@@ -783,6 +792,7 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 			step_down(n, mine, peer_name(p), m->f[1].u);
 		return;
 	case WIRE_REPL_GONE:
+		srepl_room_gone(n, m->f[0].s.ptr);
 		if (r) {
 			ring_drop(rp, room_id(r));
 			rooms_destroy(rp->replicas, r);
@@ -898,6 +908,7 @@ void repl_members_changed(struct node *n)
 		if (rank == 0 && source_alive(n, room_id(r)))
 			continue; /* its relay lives: it hands the room over (views differ) */
 		if (rank < 0) { /* no longer in its list */
+			srepl_room_gone(n, room_id(r));
 			ring_drop(rp, room_id(r));
 			rooms_destroy(rp->replicas, r);
 		} else {

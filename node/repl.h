@@ -12,9 +12,7 @@
  * forwarded and not seen acknowledged, and the ring's (session, rid) of each
  * push makes a push sent twice count once.
  *
- * Not yet: byte streams across a takeover, and acknowledging a push only once
- * the first backup holds it (replication is sent before the ack but not
- * waited for).
+ * Byte streams are replicated and taken over by node/srepl.h.
  */
 #ifndef VROOM_NODE_REPL_H
 #define VROOM_NODE_REPL_H
@@ -86,6 +84,9 @@ int repl_expects(struct node *n, const char *id);
 /* The node this node handed room id over to in the last PARK_WINDOW_MS, or
  * NULL. */
 const char *repl_handed_to(struct node *n, const char *id);
+/* The room's backups as this node sees the cluster (names, this node
+ * left out), at most max: the first is the one whose acks count. */
+size_t repl_backups(struct node *n, const char *id, const char **names, size_t max);
 /* Rooms backed up here (for the stats). */
 size_t repl_replicas(const struct node *n);
 

@@ -13,6 +13,7 @@
 #include "node/ops.h"
 #include "node/peer.h"
 #include "node/repl.h"
+#include "node/srepl.h"
 #include "node/stats.h"
 #include "node/streams.h"
 #include "stream/blob.h"
@@ -283,7 +284,9 @@ static int forward(struct node *n, struct peer *p, struct conn *c, const uint8_t
 	uint16_t type = len > 6 ? (uint16_t)raw_type(frame, len) : 0;
 	uint64_t rid = raw_rid(frame, len);
 	struct fwd *f = NULL;
-	if (rid && type != WIRE_STREAM_CHUNK) {
+	/* A stream's chunks and close are kept with the stream instead
+	 * (conn_rstream_keep), to go to a new relay from where it resumes. */
+	if (rid && type != WIRE_STREAM_CHUNK && type != WIRE_STREAM_CLOSE) {
 		if (r->nfwds >= FWDQ_MAX || r->fwd_bytes + len > FWDQ_BYTES ||
 		    !(f = malloc(sizeof(*f) + len))) {
 			node_counters(n)->limits_hit++;
@@ -528,12 +531,29 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 	case WIRE_STREAM_CHUNK:
 	case WIRE_STREAM_CLOSE:
 	case WIRE_STREAM_ABORT:
-		if (!(p = conn_rstream(c, S(m->f[0]))))
+		if (!conn_rstream_has(c, S(m->f[0])))
 			return 0;
-		if (m->type == WIRE_STREAM_CLOSE)
+		/* p is NULL while the stream waits for a new relay: chunks and
+		 * the close are kept, and go when it says where it resumes. */
+		p = conn_rstream(c, S(m->f[0]));
+		if (m->type == WIRE_STREAM_CHUNK) {
+			conn_rstream_keep(c, S(m->f[0]), raw, len, m->rid, m->f[1].u,
+					  m->f[2].s.len);
+		} else if (m->type == WIRE_STREAM_CLOSE) {
 			conn_rstream_closing(c, S(m->f[0]), m->rid);
-		else if (m->type == WIRE_STREAM_ABORT)
+			conn_rstream_keep(c, S(m->f[0]), raw, len, m->rid, UINT64_MAX, 0);
+		} else {
 			conn_rstream_done(c, S(m->f[0]), 0);
+			if (!p) {
+				/* a new relay that resumes it hears of the abort then */
+				struct wire_buf *b = node_scratch(n);
+				wire_enc_ok_nil(b, m->rid);
+				conn_send(c, b);
+				return 1;
+			}
+		}
+		if (!p)
+			return 1;
 		if (forward(n, p, c, raw, len, NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
@@ -588,6 +608,16 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 	if (wire_parse(r->inner, (const uint8_t *)f->ptr, f->len, &in, &used) == WIRE_OK_) {
 		if (in.type == WIRE_STREAM_END)
 			conn_rstream_done(c, S(in.f[0]), 0);
+		else if (in.type == WIRE_STREAM_CREDIT)
+			/* taken by every receiver and held by the first backup:
+			 * no new relay will ask for these bytes again */
+			conn_rstream_acked(c, S(in.f[0]), in.f[1].u);
+		else if (in.type == WIRE_OK && in.rid == 0)
+			return; /* the answer to an abort this node sent itself */
+		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) &&
+			 conn_rstream_is_close(c, in.rid))
+			/* a close is kept with its stream, not with the requests */
+			conn_rstream_done(c, NULL, 0, in.rid);
 		else if ((in.type == WIRE_OK || in.type == WIRE_ERROR) && in.rid) {
 			struct fwd *fw;
 			TAILQ_FOREACH(fw, &r->fwds, next)
@@ -826,9 +856,35 @@ static void on_data(struct node *n, struct peer *p, const struct wire_msg *m, co
 {
 	struct strm *s = strms_find(node_route(n)->rstrms, S(m->f[0]));
 	const struct wire_str *data = &m->f[2].s;
-	if (!s || strm_sender(s) != p || m->f[1].u != strm_offset(s)) {
+	uint64_t off = m->f[1].u;
+	if (!s || strm_sender(s) != p) {
 		/* No receiver here: let the relay's window move on. */
-		send_ack(n, p, S(m->f[0]), m->f[1].u + data->len);
+		send_ack(n, p, S(m->f[0]), off + data->len);
+		return;
+	}
+	if (strm_closing(s, NULL))
+		return;
+	if (off != strm_offset(s)) {
+		/* A new relay (or the same one over a new link) sends from
+		 * where it holds the stream: what is here already is dropped,
+		 * so no receiver sees a byte twice; a gap ends the stream. */
+		if (off > strm_offset(s)) {
+			vlog(node_log(n), LOG_WARN,
+			     "stream %s: bytes at %llu, expected %llu; ended", strm_id(s),
+			     (unsigned long long)off, (unsigned long long)strm_offset(s));
+			end_relayed(n, s, "bytes lost in a failover");
+			return;
+		}
+		if (off + data->len <= strm_offset(s))
+			return;
+		size_t skip = (size_t)(strm_offset(s) - off);
+		struct blob *tail = streams_data_frame(strm_id(s), strm_offset(s), data->ptr + skip,
+						       data->len - skip);
+		if (!tail)
+			return;
+		strm_append(s, data->ptr + skip, data->len - skip, node_now_ms(n));
+		rs_fan_out(s, blob_data(tail), blob_len(tail), data->len - skip);
+		blob_unref(tail);
 		return;
 	}
 	strm_append(s, data->ptr, data->len, node_now_ms(n));
@@ -855,8 +911,8 @@ static void on_end(struct node *n, struct peer *p, const struct wire_msg *m, con
 {
 	struct route *r = node_route(n);
 	struct strm *s = strms_find(r->rstrms, S(m->f[0]));
-	if (!s || strm_sender(s) != p)
-		return;
+	if (!s || strm_sender(s) != p || strm_closing(s, NULL))
+		return; /* (an END replayed by a new relay: one is enough) */
 	rs_fan_out(s, raw, len, 0);
 	/* The END is queued behind the last chunks, which the local receivers
 	 * may not have taken yet: the stream stays until they have, so that
@@ -969,6 +1025,10 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 	 * ahead of the OK. */
 	if (s && m->nfields > 2)
 		repl_replay(n, r, m->f[2].u, p);
+	/* Coming back, it names the streams it still takes (STREAM_REATTACH,
+	 * right behind): it is waited for in no other. */
+	if (m->nfields > 2)
+		streams_forget_waits(n, r, peer_name(p));
 	if (m->rid) {
 		/* OK [3, rid, seq]: every push up to seq is ahead of it on the
 		 * link or not for this subscriber; the mirror resumes after. */
@@ -1013,6 +1073,88 @@ static void on_room_moved(struct node *n, const struct wire_msg *m)
 	attach(n, mr, p);
 }
 
+/* ---- a stream taken over: its sender's node sends again ---- */
+
+struct resend_ctx {
+	struct node *n;
+	struct peer *p;
+	struct conn *c;
+};
+
+static void resend_remote(void *arg, const uint8_t *frame, size_t len)
+{
+	struct resend_ctx *x = arg;
+	fwd_send(x->n, x->p, conn_sid(x->c), conn_identity(x->c), conn_identity_len(x->c), frame,
+		 len, fwd_key(x->c));
+}
+
+static void resend_local(void *arg, const uint8_t *frame, size_t len)
+{
+	struct resend_ctx *x = arg;
+	struct wire_msg m;
+	size_t used;
+	if (wire_parse(node_route(x->n)->inner, frame, len, &m, &used) == WIRE_OK_)
+		ops_dispatch(x->n, x->c, &m, frame, len);
+}
+
+/* STREAM_RESUME [524, 0, stream, sid, offset] from a new relay: the session
+ * sid's stream goes on there from offset. A session or stream that is gone
+ * is ended there (an abort in its name). */
+static void on_resume(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct conn *c = conns_find_sid(node_conns(n), m->f[1].u);
+	struct resend_ctx x = {n, p, c};
+	if (c && conn_rstream_resume(c, S(m->f[0]), p, m->f[2].u, resend_remote, &x) == 0) {
+		conn_note_peer(c, p);
+		vlog(node_log(n), LOG_INFO, "stream %.*s: resumed at %s from offset %llu",
+		     (int)m->f[0].s.len, m->f[0].s.ptr, peer_name(p),
+		     (unsigned long long)m->f[2].u);
+		return;
+	}
+	struct wire_buf inner;
+	wire_buf_init(&inner);
+	msgpack_packer *pk = wire_begin(&inner, WIRE_STREAM_ABORT, 0, 2);
+	wire_pack_str(pk, S(m->f[0]));
+	wire_pack_cstr(pk, c ? "the sender gave the stream up" : "the sender is gone");
+	wire_end(&inner, 0);
+	fwd_send(n, p, m->f[1].u, c ? conn_identity(c) : "", c ? conn_identity_len(c) : 0, inner.p,
+		 inner.len, 0);
+	wire_buf_free(&inner);
+	if (!c) {
+		wire_buf_reset(&node_route(n)->buf);
+		pk = wire_begin(&node_route(n)->buf, WIRE_SESSION_END, 0, 1);
+		msgpack_pack_uint64(pk, m->f[1].u);
+		wire_end(&node_route(n)->buf, 0);
+		peer_send(p, node_route(n)->buf.p, node_route(n)->buf.len);
+	}
+}
+
+void route_stream_resume(struct node *n, struct strm *s, const char *sender_node, uint64_t sid)
+{
+	struct clus *cl = node_clus(n);
+	if (strcmp(sender_node, clus_self(cl)) == 0) {
+		/* The sender is this node's client: what it kept goes through
+		 * this node's handlers, and claims the stream. */
+		struct conn *c = conns_find_sid(node_conns(n), sid);
+		struct resend_ctx x = {n, NULL, c};
+		if (c)
+			conn_rstream_resume(c, strm_id(s), strlen(strm_id(s)), NULL, strm_offset(s),
+					    resend_local, &x);
+		return;
+	}
+	struct peer *p = clus_peer(cl, sender_node);
+	if (!p)
+		return; /* its node is gone too: the claim times out */
+	struct route *r = node_route(n);
+	wire_buf_reset(&r->buf);
+	msgpack_packer *pk = wire_begin(&r->buf, WIRE_STREAM_RESUME, 0, 3);
+	wire_pack_cstr(pk, strm_id(s));
+	msgpack_pack_uint64(pk, sid);
+	msgpack_pack_uint64(pk, strm_offset(s));
+	wire_end(&r->buf, 0);
+	peer_send(p, r->buf.p, r->buf.len);
+}
+
 void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
 		      size_t len)
 {
@@ -1038,6 +1180,18 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_REPL_GONE:
 	case WIRE_REPL_ACK:
 	case WIRE_REPL_NACK: repl_peer_frame(n, p, m); break;
+	case WIRE_REPL_STREAM:
+	case WIRE_REPL_CHUNK:
+	case WIRE_REPL_CHUNK_ACK:
+	case WIRE_REPL_STREAM_END:
+		srepl_peer_frame(n, p, m);
+		break;
+	case WIRE_STREAM_RESUME:
+		on_resume(n, p, m);
+		break;
+	case WIRE_STREAM_REATTACH:
+		streams_reattach(n, p, m);
+		break;
 	case WIRE_NODE_STATS_REQ: stats_peer_request(n, p, m); break;
 	case WIRE_NODE_STATS: stats_peer_answer(node_stats(n), p, m); break;
 	default:
@@ -1048,7 +1202,9 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 void route_peer_gone(struct node *n, struct peer *p)
 {
 	struct route *r = node_route(n);
-	/* At the relay: the node's subscriptions and its sessions end. */
+	/* At the relay: the node's subscriptions and its sessions end; its
+	 * streams' receivers are waited for (it may come back, resuming). */
+	streams_peer_gone(n, p);
 	size_t pos = 0;
 	struct room *room;
 	while ((room = rooms_next(node_rooms(n), &pos)) != NULL) {
@@ -1087,12 +1243,18 @@ void route_peer_gone(struct node *n, struct peer *p)
 	while ((s = strms_next(r->rstrms, &pos)) != NULL) {
 		if (strm_sender(s) != p)
 			continue;
-		/* One whose END already came just leaves (its link is going). */
-		if (strm_closing(s, NULL))
+		/* One whose END already came just leaves (its link is going).
+		 * The others wait for the mirror to attach again (to a new
+		 * relay, or over a new link), which resumes them from their
+		 * offset (STREAM_REATTACH); route_sweep ends them after
+		 * ORPHAN_MS. */
+		if (strm_closing(s, NULL)) {
 			strms_end(r->rstrms, s);
-		else
-			end_relayed(n, s, "relay lost");
-		pos = 0;
+			pos = 0;
+		} else {
+			strm_set_sender(s, NULL);
+			strm_touch(s, node_now_ms(n));
+		}
 	}
 	/* Mirrors and requests whose relay this was wait for a new one (or
 	 * for a new link to the same one): route_members_changed and the
@@ -1121,6 +1283,8 @@ void route_peer_gone(struct node *n, struct peer *p)
 		}
 		if (!f->resend) {
 			struct conn *c = conns_find_sid(node_conns(n), f->sid);
+			if (c && f->type == WIRE_STREAM_OPEN)
+				conn_rstream_refused(c, f->rid);
 			if (c)
 				conn_error(c, f->rid, WIRE_E_INTERNAL,
 					   "the room's relay node went away; try again");
@@ -1163,6 +1327,24 @@ static void attach(struct node *n, struct room *mr, struct peer *p)
 	memcpy(pd->room, room_id(mr), ROOM_ID_LEN + 1);
 	TAILQ_INSERT_TAIL(&r->pends, pd, next);
 	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 1, room_seq(mr));
+	/* Streams the mirror's subscribers were getting go on from where
+	 * they are: STREAM_REATTACH [525, 0, room, stream, offset, acked]. */
+	size_t pos = 0;
+	struct strm *s;
+	while ((s = strms_next(r->rstrms, &pos)) != NULL) {
+		if (strm_room(s) != mr || strm_closing(s, NULL))
+			continue;
+		strm_set_sender(s, p);
+		strm_set_credit_sent(s, strm_acked(s) + node_cfg(n)->stream_window);
+		wire_buf_reset(&r->buf);
+		msgpack_packer *pk = wire_begin(&r->buf, WIRE_STREAM_REATTACH, 0, 4);
+		wire_pack_str(pk, room_id(mr), ROOM_ID_LEN);
+		wire_pack_cstr(pk, strm_id(s));
+		msgpack_pack_uint64(pk, strm_offset(s));
+		msgpack_pack_uint64(pk, strm_acked(s));
+		wire_end(&r->buf, 0);
+		peer_send(p, r->buf.p, r->buf.len);
+	}
 }
 
 /* Points a mirror at its relay as placement now has it: a new relay (or a
@@ -1307,6 +1489,32 @@ void route_took_over(struct node *n, struct room *nr)
 	struct room *mr = rooms_find(r->mirrors, room_id(nr), ROOM_ID_LEN);
 	if (!mr)
 		return;
+	/* Streams its subscribers were getting through the mirror: who,
+	 * and how far they had it, before the subscriptions move. */
+	struct held {
+		struct strm *rs;
+		struct conn **cs;
+		size_t k;
+	} *held = NULL;
+	size_t nheld = 0, pos = 0;
+	struct strm *st;
+	while ((st = strms_next(r->rstrms, &pos)) != NULL) {
+		if (strm_room(st) != mr || strm_closing(st, NULL))
+			continue;
+		struct held *v = realloc(held, (nheld + 1) * sizeof(*v));
+		if (!v)
+			break;
+		held = v;
+		held[nheld].rs = strm_ref(st);
+		held[nheld].k = 0;
+		held[nheld].cs = calloc(strm_receivers(st) + 1, sizeof(struct conn *));
+		for (size_t i = 0; held[nheld].cs && i < strm_receivers(st); i++) {
+			struct conn *c = room_sub_who(strm_receiver(st, i));
+			if (c)
+				held[nheld].cs[held[nheld].k++] = c;
+		}
+		nheld++;
+	}
 	/* This node's own subscribers move from the mirror into the room,
 	 * and get what they missed. */
 	uint64_t after = room_seq(mr);
@@ -1323,6 +1531,57 @@ void route_took_over(struct node *n, struct room *nr)
 		room_set_marks(mr, room_marks(mr) | ROUTE_GONE);
 		conn_unsubscribe(c, s);
 	}
+	/* ... and go on from there in the stream taken over from the replica,
+	 * or end if there is none. */
+	for (size_t h = 0; h < nheld; h++) {
+		struct strm *rs = held[h].rs;
+		struct strm *ns = strms_find(node_strms(n), strm_id(rs), strlen(strm_id(rs)));
+		struct room_sub **subs = calloc(held[h].k + 1, sizeof(*subs));
+		size_t k = 0;
+		for (size_t i = 0; subs && i < held[h].k; i++) {
+			struct room_sub *ns_sub = conn_find_sub(held[h].cs[i], nr);
+			if (ns_sub)
+				subs[k++] = ns_sub;
+		}
+		if (!ns || strm_room(ns) != nr || !subs ||
+		    streams_attach_local(n, ns, subs, k, strm_offset(rs)) < 0) {
+			struct wire_buf *b = node_scratch(n);
+			msgpack_packer *pk = wire_begin(b, WIRE_STREAM_END, 0, 6);
+			wire_pack_cstr(pk, strm_id(rs));
+			wire_pack_cstr(pk, "aborted");
+			wire_pack_cstr(pk, "the stream was lost with its relay");
+			msgpack_pack_map(pk, 0);
+			msgpack_pack_uint64(pk, strm_offset(rs));
+			msgpack_pack_nil(pk);
+			wire_end(b, 0);
+			for (size_t i = 0; i < k; i++)
+				if (room_sub_who(subs[i]))
+					conn_send(room_sub_who(subs[i]), b);
+		}
+		free(subs);
+		free(held[h].cs);
+		if (strm_room(rs))
+			strms_end(r->rstrms, rs);
+		strm_unref(rs);
+	}
+	free(held);
+}
+
+/* A stream this node's client sent through a relay that went, and that
+ * no new relay took up: the client hears it ended. */
+static void rstream_lost(struct conn *c, const char *id, void *arg)
+{
+	struct node *n = arg;
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_END, 0, 6);
+	wire_pack_cstr(pk, id);
+	wire_pack_cstr(pk, "aborted");
+	wire_pack_cstr(pk, "relay lost");
+	msgpack_pack_map(pk, 0);
+	msgpack_pack_uint64(pk, 0);
+	msgpack_pack_nil(pk);
+	wire_end(b, 0);
+	conn_send(c, b);
 }
 
 void route_sweep(struct node *n)
@@ -1343,6 +1602,16 @@ void route_sweep(struct node *n)
 			mirror_lost(n, mr, "relay lost");
 		}
 	}
+	/* Streams from a relay that went, not taken up again by a new one. */
+	struct strm *st;
+	pos = 0;
+	while ((st = strms_next(r->rstrms, &pos)) != NULL) {
+		if (!strm_sender(st) && now - strm_last_active(st) >= ORPHAN_MS) {
+			end_relayed(n, st, "relay lost");
+			pos = 0;
+		}
+	}
+	conns_rstreams_expire(node_conns(n), now, 2 * ORPHAN_MS, rstream_lost, n);
 	int orphans = 0;
 	struct fwd *f, *next;
 	for (f = TAILQ_FIRST(&r->fwds); f; f = next) {

@@ -64,6 +64,11 @@ void route_took_over(struct node *n, struct room *nr);
  * subscribers move into a mirror of it, and the room is dropped here
  * without ROOM_CLOSED. */
 void route_room_moved(struct node *n, struct room *room, struct peer *p, const char *relay);
+/* A stream taken over here from a replica (node/srepl.h): its sender's
+ * node (sender_node; this one: its own client) sends it again from the
+ * stream's offset, session sid claiming it. */
+struct strm;
+void route_stream_resume(struct node *n, struct strm *s, const char *sender_node, uint64_t sid);
 /* Every sweep: mirrors and requests waiting for a relay try again, or give
  * up after a few seconds. */
 void route_sweep(struct node *n);

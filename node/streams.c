@@ -6,13 +6,18 @@
 #include "node/conn.h"
 #include "node/guard.h"
 #include "node/node.h"
+#include "node/clus.h"
+#include "node/peer.h"
 #include "node/repl.h"
+#include "node/srepl.h"
 #include "stream/blob.h"
 #include "stream/room.h"
 #include "stream/strm.h"
 #include "stream/wire.h"
 
 #define S(f) (f).s.ptr, (f).s.len
+#define WAIT_MS	 5000  /* how long a taken-over stream waits for a receiver node */
+#define CLAIM_MS 10000 /* how long it waits for its sender's session */
 
 /* Text fields of a stream: UTF-8, no control characters. */
 static int printable(const char *p, size_t len, size_t max, int allow_empty)
@@ -65,6 +70,24 @@ static int in_dests(const msgpack_object *dests, const char *identity)
 	return 0;
 }
 
+struct blob *streams_data_frame(const char *id, uint64_t off, const void *data, size_t len)
+{
+	struct wire_buf b;
+	wire_buf_init(&b);
+	msgpack_packer *pk = wire_begin(&b, WIRE_STREAM_DATA, 0, 3);
+	wire_pack_cstr(pk, id);
+	msgpack_pack_uint64(pk, off);
+	msgpack_pack_bin(pk, len);
+	wire_end(&b, len);
+	struct blob *f = blob_new(b.len + len);
+	if (f) {
+		memcpy(blob_data(f), b.p, b.len);
+		memcpy(blob_data(f) + b.len, data, len);
+	}
+	wire_buf_free(&b);
+	return f;
+}
+
 /* Sends the frame in b to every receiver still subscribed, as one shared
  * blob; `release`, if set, is told when every receiver has let go of it. */
 static void fan_out(struct node *n, struct strm *s, const struct wire_buf *b, const void *payload, size_t plen,
@@ -81,9 +104,25 @@ static void fan_out(struct node *n, struct strm *s, const struct wire_buf *b, co
 		blob_on_release(frame, strm_release_cb, s, plen);
 	}
 	/* Chunks (count_inflight) may be passed by pushes; END and OPENED
-	 * may not pass chunks, so they queue behind them too. */
-	for (size_t i = 0; i < strm_receivers(s); i++)
+	 * may not pass chunks, so they queue behind them too. A receiver that
+	 * has the bytes already (strm_receiver_from) is not sent them again. */
+	uint64_t off = strm_offset(s) - plen;
+	for (size_t i = 0; i < strm_receivers(s); i++) {
+		uint64_t from = strm_receiver_from(s, i);
+		if (plen && from > off) {
+			if (from >= off + plen)
+				continue;
+			struct blob *tail = streams_data_frame(
+			    strm_id(s), from, (const uint8_t *)payload + (from - off),
+			    off + plen - from);
+			if (tail) {
+				node_send_bulk(n, strm_receiver(s, i), tail);
+				blob_unref(tail);
+			}
+			continue;
+		}
 		node_send_bulk(n, strm_receiver(s, i), frame);
+	}
 	blob_unref(frame);
 }
 
@@ -116,6 +155,7 @@ static void end_stream(struct node *n, struct strm *s, const char *status, const
 	 * its streams, this one among them: hold s, and end it here only if
 	 * it is still open afterwards. */
 	strm_ref(s);
+	srepl_end(n, s);
 	struct conn *sender = strm_sender(s);
 	uint64_t rid;
 	if (strm_closing(s, &rid)) {
@@ -171,6 +211,14 @@ static void fail_stream(struct node *n, struct conn *c, struct strm *s, uint64_t
 static struct strm *own_stream(struct node *n, struct conn *c, const struct wire_msg *m)
 {
 	struct strm *s = strms_find(node_strms(n), S(m->f[0]));
+	if (s && !strm_sender(s) && strm_claim_sid(s) && strm_claim_sid(s) == conn_sid(c) &&
+	    strm_room(s) && conn_stream_add(c, s) == 0) {
+		/* A stream taken over from a replica: its sender's session,
+		 * through whichever node, has it back. */
+		strm_set_sender(s, c);
+		strm_set_claim_sid(s, 0);
+		strm_touch(s, node_now_ms(n));
+	}
 	if (!s || strm_sender(s) != c) {
 		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM, "no open stream of yours has this id");
 		return NULL;
@@ -268,6 +316,11 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 	msgpack_pack_uint64(pk, m->f[8].u);
 	msgpack_pack_uint64(pk, conn_sid(c)); /* origin: other nodes skip the sender */
 	wire_end(b, 0);
+	if (node_clus(n)) {
+		/* the backups have it before any receiver */
+		struct peer *via = conn_proxy_peer(c);
+		srepl_open(n, s, b->p, b->len, via ? peer_name(via) : clus_self(node_clus(n)));
+	}
 	fan_out(n, s, b, NULL, 0, 0);
 
 	b = node_scratch(n);
@@ -317,6 +370,16 @@ void streams_chunk(struct node *n, struct conn *c, const struct wire_msg *m)
 	room_count(r, data->len);
 	node_counters(n)->stream_bytes += data->len;
 
+	if (node_clus(n)) {
+		/* To the backups before any receiver; and kept until every
+		 * receiver has taken it, for a receiver node that comes back. */
+		srepl_chunk(n, s, off, data->ptr, data->len);
+		struct blob *kept = streams_data_frame(strm_id(s), off, data->ptr, data->len);
+		if (kept) {
+			strm_buf_add(s, off, data->len, kept);
+			blob_unref(kept);
+		}
+	}
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_DATA, 0, 3);
 	wire_pack_cstr(pk, strm_id(s));
@@ -363,6 +426,15 @@ void streams_close(struct node *n, struct conn *c, const struct wire_msg *m)
 	}
 	struct wire_buf *b = node_scratch(n);
 	enc_end(b, s, "ok", "", attrs, 1);
+	if (node_clus(n)) {
+		/* for a receiver node that comes back before the last ack */
+		struct blob *endf = blob_new(b->len);
+		if (endf) {
+			memcpy(blob_data(endf), b->p, b->len);
+			strm_set_end_frame(s, endf);
+			blob_unref(endf);
+		}
+	}
 	fan_out(n, s, b, NULL, 0, 0);
 	/* The sender's OK waits until every receiver's output let go of the
 	 * last bytes: then its progress reached the end for real. */
@@ -388,11 +460,16 @@ void streams_flush_due(struct node *n, struct strm *s)
 {
 	uint64_t rid;
 	struct conn *sender = strm_sender(s);
-	if (!sender || !strm_room(s))
+	if (!strm_room(s))
 		return; /* ended meanwhile */
+	/* What every receiver took is no longer needed for one coming back. */
+	strm_buf_trim(s, strm_acked(s));
+	if (!sender)
+		return; /* taken over: waits for its sender to claim it */
 	if (strm_closing(s, &rid)) {
 		if (strm_acked(s) < strm_offset(s))
 			return;
+		srepl_end(n, s);
 		struct wire_buf *b = node_scratch(n);
 		msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
 		msgpack_pack_uint64(pk, strm_offset(s));
@@ -444,6 +521,21 @@ void streams_sweep(struct node *n)
 	size_t pos = 0;
 	struct strm *s;
 	while ((s = strms_next(node_strms(n), &pos)) != NULL) {
+		/* Receiver nodes that did not come back: their share of the
+		 * window goes (they lose the stream). */
+		size_t gone = strm_waits(s) ? strm_waits_expire(s, now, WAIT_MS) : 0;
+		if (gone)
+			vlog(node_log(n), LOG_WARN,
+			     "stream %s: %zu receiver node(s) did not come back in %d ms",
+			     strm_id(s), gone, WAIT_MS);
+		if (!strm_sender(s) && strm_claim_sid(s) && now - strm_last_active(s) >= CLAIM_MS) {
+			vlog(node_log(n), LOG_WARN,
+			     "stream %s: taken over, its sender did not come back in %d ms",
+			     strm_id(s), CLAIM_MS);
+			end_stream(n, s, "aborted", "sender lost in a failover", 0);
+			pos = 0;
+			continue;
+		}
 		/* Idle is the sender's silence while it has window to send:
 		 * a stream held back by slow receivers is not idle. */
 		/* The window that counts is the one the sender was told of:
@@ -457,4 +549,184 @@ void streams_sweep(struct node *n)
 		end_stream(n, s, "timeout", "no data within the stream idle timeout", 1);
 		pos = 0;
 	}
+}
+
+struct strm *streams_from_replica(struct node *n, struct room *r, const struct wire_msg *op,
+				  struct strm *hold, struct blob *opened, const char *sender_node,
+				  uint64_t sid)
+{
+	const struct cfg *cfg = node_cfg(n);
+	if (strms_find(node_strms(n), S(op->f[1])))
+		return NULL; /* a stream with this id is open here already */
+	const msgpack_object *size = op->f[6].o;
+	int64_t sz = size->type == MSGPACK_OBJECT_POSITIVE_INTEGER && size->via.u64 <= INT64_MAX
+			 ? (int64_t)size->via.u64
+			 : -1;
+	struct strm *s = strms_open(node_strms(n), S(op->f[1]), r, NULL, S(op->f[3]), sz,
+				    cfg->stream_window, node_now_ms(n));
+	if (!s)
+		return NULL;
+	uint8_t hash[1024];
+	size_t hlen = strm_hash_export(hold, hash, sizeof(hash));
+	if (strm_hash_import(s, hash, hlen) < 0) {
+		strms_end(node_strms(n), s);
+		return NULL;
+	}
+	strm_set_offset(s, strm_offset(hold));
+	for (size_t i = 0; i < strm_buf_count(hold); i++) {
+		uint64_t off;
+		size_t len;
+		struct blob *f = strm_buf_at(hold, i, &off, &len);
+		strm_buf_add(s, off, len, f);
+	}
+	strm_set_opened(s, opened, sender_node);
+	strm_set_claim_sid(s, sid);
+	/* The old relay may have granted the sender up to what the backup
+	 * held plus a window (its acked never passed the backup's offset):
+	 * a sender within that limit is never refused here. */
+	strm_set_limit_floor(s, strm_offset(s) + cfg->stream_window);
+	strm_set_credit_sent(s, strm_offset(s) + cfg->stream_window);
+	room_touch(node_rooms(n), r, node_now_ms(n));
+	node_counters(n)->streams_opened++;
+	return s;
+}
+
+/* Sends the receiver sub the stream's kept bytes from pos on (and its END
+ * if it is closing): 0, or -1 if the bytes from pos are no longer kept. */
+static int replay(struct node *n, struct strm *s, struct room_sub *sub, uint64_t pos)
+{
+	if (pos < strm_buf_base(s))
+		return -1;
+	for (size_t i = 0; i < strm_buf_count(s); i++) {
+		uint64_t off;
+		size_t len;
+		struct blob *f = strm_buf_at(s, i, &off, &len);
+		if (off + len <= pos)
+			continue;
+		if (off >= pos) {
+			node_send_bulk(n, sub, f);
+			continue;
+		}
+		struct blob *tail = streams_data_frame(
+		    strm_id(s), pos, blob_data(f) + blob_len(f) - len + (pos - off),
+		    off + len - pos);
+		if (tail) {
+			node_send_bulk(n, sub, tail);
+			blob_unref(tail);
+		}
+	}
+	if (strm_closing(s, NULL) && strm_end_frame(s))
+		node_send_bulk(n, sub, strm_end_frame(s));
+	return 0;
+}
+
+/* STREAM_END aborted for one receiver node's copy of a stream. */
+static void end_for_peer(struct node *n, struct peer *p, const char *id, size_t idlen,
+			 uint64_t bytes, const char *reason)
+{
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_STREAM_END, 0, 6);
+	wire_pack_str(pk, id, idlen);
+	wire_pack_cstr(pk, "aborted");
+	wire_pack_cstr(pk, reason);
+	msgpack_pack_map(pk, 0);
+	msgpack_pack_uint64(pk, bytes);
+	msgpack_pack_nil(pk);
+	wire_end(b, 0);
+	peer_send(p, b->p, b->len);
+}
+
+void streams_reattach(struct node *n, struct peer *p, const struct wire_msg *m)
+{
+	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
+	if (!r)
+		return; /* its NODE_SUB was refused too: it comes again */
+	struct room_sub *sub;
+	for (sub = room_subs(r); sub; sub = room_sub_next(sub))
+		if (room_sub_who(sub) == p)
+			break;
+	if (!sub)
+		return;
+	uint64_t pos = m->f[2].u, acked = m->f[3].u;
+	struct strm *s = strms_find(node_strms(n), S(m->f[1]));
+	if (!s || strm_room(s) != r) {
+		end_for_peer(n, p, S(m->f[1]), pos, "the stream was lost with its relay");
+		return;
+	}
+	for (size_t i = 0; i < strm_receivers(s); i++)
+		if (strm_receiver(s, i) == sub)
+			return; /* has it */
+	strm_wait_del(s, peer_name(p));
+	if (pos > strm_offset(s))
+		pos = strm_offset(s); /* it drops what it has */
+	if (acked > pos)
+		acked = pos;
+	if (pos < strm_buf_base(s)) {
+		vlog(node_log(n), LOG_WARN,
+		     "stream %s: node %s came back at %llu, the bytes kept start at %llu",
+		     strm_id(s), peer_name(p), (unsigned long long)pos,
+		     (unsigned long long)strm_buf_base(s));
+		end_for_peer(n, p, S(m->f[1]), pos, "bytes lost in a failover");
+		return;
+	}
+	if (strm_add_receiver_at(s, sub, acked) < 0) {
+		end_for_peer(n, p, S(m->f[1]), pos, "internal: out of memory");
+		return;
+	}
+	replay(n, s, sub, pos);
+	strm_kick(s);
+}
+
+void streams_peer_gone(struct node *n, struct peer *p)
+{
+	size_t pos = 0;
+	struct strm *s;
+	while ((s = strms_next(node_strms(n), &pos)) != NULL)
+		for (size_t i = 0; i < strm_receivers(s); i++) {
+			struct room_sub *sub = strm_receiver(s, i);
+			if (room_sub_is_peer(sub) && room_sub_who(sub) == p)
+				strm_wait_add(s, peer_name(p), strm_receiver_acked(s, i),
+					      node_now_ms(n));
+		}
+}
+
+void streams_forget_waits(struct node *n, struct room *r, const char *node)
+{
+	size_t pos = 0;
+	struct strm *s;
+	while ((s = strms_next(node_strms(n), &pos)) != NULL)
+		if (strm_room(s) == r)
+			strm_wait_del(s, node);
+}
+
+int streams_attach_local(struct node *n, struct strm *s, struct room_sub *const *subs, size_t k,
+			 uint64_t pos)
+{
+	if (pos < strm_buf_base(s))
+		return -1;
+	uint64_t off0 = strm_offset(s);
+	for (size_t i = 0; i < k; i++)
+		if (strm_add_receiver_from(s, subs[i], 0, pos > off0 ? pos : 0) < 0)
+			return -1;
+	/* The bytes from pos to the offset, once for all of them: counted in
+	 * flight as the chunks they would have got. */
+	for (size_t i = 0; i < strm_buf_count(s); i++) {
+		uint64_t off;
+		size_t len;
+		struct blob *f = strm_buf_at(s, i, &off, &len);
+		if (off + len <= pos)
+			continue;
+		uint64_t from = off < pos ? pos : off;
+		struct blob *c = streams_data_frame(strm_id(s), from,
+						    blob_data(f) + blob_len(f) - len + (from - off),
+						    off + len - from);
+		if (!c)
+			return -1;
+		strm_inflight_add(s, off + len - from);
+		blob_on_release(c, strm_release_cb, s, off + len - from);
+		for (size_t j = 0; j < k; j++)
+			node_send_bulk(n, subs[j], c);
+		blob_unref(c);
+	}
+	return 0;
 }

@@ -10,6 +10,9 @@
 #ifndef VROOM_NODE_STREAMS_H
 #define VROOM_NODE_STREAMS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 struct node;
 struct conn;
 struct room;
@@ -29,5 +32,30 @@ void streams_sender_gone(struct node *n, struct strm *s);
 void streams_room_closed(struct node *n, struct room *r);
 /* Ends streams idle past stream_idle_timeout. */
 void streams_sweep(struct node *n);
+
+/* ---- failover (node/srepl.h) ---- */
+struct blob;
+struct peer;
+struct room_sub;
+/* A STREAM_DATA frame of len bytes at off. */
+struct blob *streams_data_frame(const char *id, uint64_t off, const void *data, size_t len);
+/* Opens again, in room r relayed here now, the stream whose STREAM_OPENED
+ * is op, at the offset and hash state of hold with its kept bytes; it
+ * waits for the session sid (on node sender_node) to claim it. NULL if it
+ * cannot (an id taken, no memory). */
+struct strm *streams_from_replica(struct node *n, struct room *r, const struct wire_msg *op,
+				  struct strm *hold, struct blob *opened, const char *sender_node,
+				  uint64_t sid);
+/* STREAM_REATTACH from a receiver node: it takes the stream again from its
+ * offset (what it lacks is sent from the kept bytes), or gets its END. */
+void streams_reattach(struct node *n, struct peer *p, const struct wire_msg *m);
+/* The link p dropped: its node's receivers of every stream are waited for. */
+void streams_peer_gone(struct node *n, struct peer *p);
+/* A node subscribing again to r: it says which streams it still takes. */
+void streams_forget_waits(struct node *n, struct room *r, const char *node);
+/* This node's own subscribers subs (k) of a stream it relays now, which
+ * had its bytes up to pos through a mirror: they take it from pos. */
+int streams_attach_local(struct node *n, struct strm *s, struct room_sub *const *subs, size_t k,
+			 uint64_t pos);
 
 #endif

@@ -65,6 +65,12 @@ static const struct wire_schema schemas[] = {
 	{WIRE_REPL_ACK, "su"},
 	{WIRE_REPL_NACK, "su"},
 	{WIRE_ROOM_MOVED, "ss"},
+	{WIRE_REPL_STREAM, "ssbsuuubl"},
+	{WIRE_REPL_CHUNK, "suub"},
+	{WIRE_REPL_CHUNK_ACK, "su"},
+	{WIRE_REPL_STREAM_END, "s"},
+	{WIRE_STREAM_RESUME, "suu"},
+	{WIRE_STREAM_REATTACH, "ssuu"},
 };
 
 static const char *schema_of(unsigned type)

@@ -86,9 +86,16 @@ enum wire_type {
 	WIRE_REPL_GONE = 508,
 	WIRE_NODE_STATS_REQ = 509, /* the stats port of one node asks another's summary */
 	WIRE_NODE_STATS = 510,	   /* the answer: a JSON summary, same rid */
-	WIRE_REPL_ACK = 511,
-	WIRE_REPL_NACK = 512,
-	WIRE_ROOM_MOVED = 513,	   /* relay to a subscribing node: the room is relayed by the node named */	   /* to a relay of an older epoch: this node knows a newer one */	   /* backup to relay: it holds the room's pushes up to seq */
+	WIRE_REPL_ACK = 511,	   /* backup to relay: it holds the room's pushes up to seq */
+	WIRE_REPL_NACK = 512,	   /* to a relay of an older epoch: this node knows a newer one */
+	WIRE_ROOM_MOVED = 513,	   /* relay to a subscribing node: the room is relayed by the node named */
+	/* byte streams across a failover (node/srepl.c) */
+	WIRE_REPL_STREAM = 520,	    /* relay to backup: an open stream's replica */
+	WIRE_REPL_CHUNK = 521,	    /* relay to backup: a stream's bytes at an offset */
+	WIRE_REPL_CHUNK_ACK = 522,  /* backup to relay: it holds the stream up to upto */
+	WIRE_REPL_STREAM_END = 523, /* relay to backup: the stream ended */
+	WIRE_STREAM_RESUME = 524,   /* new relay to the sender's node: send from offset */
+	WIRE_STREAM_REATTACH = 525, /* receiver's node to new relay: resume from offset */
 };
 
 /* Error codes: one enum, stable numbers, mapped to names in wire_err_name().
