@@ -67,6 +67,9 @@ void route_room_moved(struct node *n, struct room *room, struct peer *p, const c
 /* Every sweep: mirrors and requests waiting for a relay try again, or give
  * up after a few seconds. */
 void route_sweep(struct node *n);
+/* When the node is quiet: frees the module's frame buffer if a big frame
+ * grew it over max bytes (it is allocated again when needed). */
+void route_shrink(struct node *n, size_t max);
 /* Mirrors (rooms with local subscribers relayed elsewhere), for the stats. */
 size_t route_mirrors(const struct node *n);
 

@@ -1,0 +1,24 @@
+/*
+ * mem: giving the process's freed memory back to the system once the node is
+ * quiet, so that RSS follows the load down and not only up.
+ *
+ * glibc keeps freed memory for reuse; malloc_trim(0) returns every whole
+ * free page of its heap, but not the pages under chunks it counts as in
+ * use. Among those are the chunks of its per-thread cache (tcache: up to 7
+ * freed chunks of each size up to 1 KiB, 64 sizes), which after a load are
+ * the last ones freed, wherever they were: a few hundred of them, scattered
+ * over the heap the load grew, each keep a page resident. mem_give_back
+ * first moves the cache onto fresh chunks (taken together, so they share a
+ * few pages) and frees the scattered ones for good, then trims.
+ *
+ * Elsewhere than glibc it does nothing.
+ */
+#ifndef VROOM_NODE_MEM_H
+#define VROOM_NODE_MEM_H
+
+/* Repacks glibc's tcache and calls malloc_trim(0): about 2,000 malloc/free
+ * pairs and the trim's walk over the free chunks; meant for quiet moments
+ * (the node's sweep, at most every 10 s). */
+void mem_give_back(void);
+
+#endif
