@@ -418,7 +418,7 @@ class Client:
             self.w.fail("client_exception", "client %d reader: %s: %s" % (self.cid, type(e).__name__, e))
             self._mark_lost("reader exception")
 
-    def send(self, ftype, *fields, cb=None, want=True):
+    def send(self, ftype, *fields, cb=None, want=True, chunk_of=None):
         with self.lock:
             if self.lost:
                 return None
@@ -427,6 +427,10 @@ class Client:
             p = Pending(rid, cb)
             if want:
                 self.pending[rid] = p
+            if chunk_of is not None:
+                # Before the frame goes: its error may come back before
+                # the sender's next line runs.
+                self.chunk_rids[rid] = chunk_of
         try:
             self.sock.sendall(frame_bytes([ftype, rid] + list(fields)))
         except OSError as e:
@@ -886,11 +890,9 @@ class Client:
                     return
                 cs = random.choice((16 << 10, 64 << 10, 128 << 10))
                 end_ = min(off + cs, limit, n)
-                p = self.send(STREAM_CHUNK, sid, off, data[off:end_], want=False)
+                p = self.send(STREAM_CHUNK, sid, off, data[off:end_], want=False, chunk_of=sid)
                 if p is None:
                     raise Lost()
-                with self.lock:
-                    self.chunk_rids[p.rid] = sid
                 off = end_
             v = self.request("stream_close", STREAM_CLOSE, sid, "", {"fin": str(n)},
                              xx if random.random() < 0.5 else None, timeout=CLOSE_TIMEOUT)
