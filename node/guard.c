@@ -268,8 +268,7 @@ int guard_may_route(struct guard *g, struct conn *c, const struct wire_msg *m)
 	const struct token_grants *gr = conn_grants(c);
 	if (!gr || !node_clus(g->n))
 		return 1;
-	const struct wire_str *id = &m->f[0].s; /* read only for types naming a room */
-	if (gate_may_route(gr, m->type, id->ptr, id->len, node_rooms(g->n)))
+	if (gate_may_route(gr, m->type, &m->f[0].s, node_rooms(g->n)))
 		return 1;
 	if (m->type == WIRE_CREATE)
 		return guard_may_create(g, c, m->rid); /* replies `forbidden` */

@@ -59,7 +59,7 @@ int gate_allowed(const struct token_grants *gr, const struct room *r, const char
 	       token_grants_allow(gr, kind, room_id(r), strlen(room_id(r)));
 }
 
-int gate_may_route(const struct token_grants *gr, unsigned type, const char *id, size_t len,
+int gate_may_route(const struct token_grants *gr, unsigned type, const struct wire_str *room,
 		   const struct rooms *here)
 {
 	int sub = 0, push = 0;
@@ -79,10 +79,10 @@ int gate_may_route(const struct token_grants *gr, unsigned type, const char *id,
 	default:
 		return 1;
 	}
-	if (rooms_find(here, id, len))
+	if (rooms_find(here, room->ptr, room->len))
 		return 1; /* held here: the handler checks, owner included */
-	return (sub && token_grants_allow(gr, TOKEN_SUB, id, len)) ||
-	       (push && token_grants_allow(gr, TOKEN_PUSH, id, len));
+	return (sub && token_grants_allow(gr, TOKEN_SUB, room->ptr, room->len)) ||
+	       (push && token_grants_allow(gr, TOKEN_PUSH, room->ptr, room->len));
 }
 
 enum gate_create gate_may_create(const struct token_grants *gr, size_t rooms, size_t max_rooms,

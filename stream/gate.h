@@ -18,6 +18,7 @@
 struct room;
 struct rooms;
 struct sockaddr;
+struct wire_str;
 
 #define GATE_HELLO_WINDOW_MS 60000 /* max_hello_failures counts per minute */
 #define GATE_BUCKET_TICK_MS  100   /* the inbound bucket refills ten times a second */
@@ -52,13 +53,13 @@ struct gate_bucket gate_bucket_of(size_t max_in_rate);
 int gate_allowed(const struct token_grants *gr, const struct room *r, const char *identity,
 		 size_t len, enum token_grant_kind kind);
 
-/* In a cluster, before a request of wire type `type` about room id[0..len)
- * may go to another node, for a restricted token gr (not NULL): CREATE
- * needs `create`; SUBSCRIBE needs a sub pattern, PUSH and STREAM_OPEN a
- * push pattern, INFO either, unless the room is in `here` (the node's
- * rooms: the handler then checks, owner included); other types pass, and
- * id is read only for the four that name a room. 1 or 0. */
-int gate_may_route(const struct token_grants *gr, unsigned type, const char *id, size_t len,
+/* In a cluster, before a request of wire type `type` whose first field is
+ * *room may go to another node, for a restricted token gr (not NULL):
+ * CREATE needs `create`; SUBSCRIBE needs a sub pattern, PUSH and
+ * STREAM_OPEN a push pattern, INFO either, unless the room is in `here`
+ * (the node's rooms: the handler then checks, owner included); other types
+ * pass. *room is read only for the four types that name a room. 1 or 0. */
+int gate_may_route(const struct token_grants *gr, unsigned type, const struct wire_str *room,
 		   const struct rooms *here);
 
 enum gate_create {

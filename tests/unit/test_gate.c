@@ -214,8 +214,8 @@ static void test_bucket_holds_reads(void **state)
 	struct event_base *base = event_base_new();
 	assert_non_null(base);
 	struct timeval tick = {0, GATE_BUCKET_TICK_MS * 1000};
-	struct ev_token_bucket_cfg *cfg = ev_token_bucket_cfg_new(
-	    g.rate, g.burst, EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
+	struct ev_token_bucket_cfg *cfg =
+	    ev_token_bucket_cfg_new(g.rate, g.burst, EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
 	assert_non_null(cfg);
 	struct bufferevent *bev = bufferevent_socket_new(base, sv[0], 0);
 	assert_non_null(bev);
@@ -298,29 +298,30 @@ static void test_may_route(void **state)
 	assert_non_null(here);
 	struct token_grants sub = grants(0, "abc*", NULL), push = grants(0, NULL, "abc*");
 	struct token_grants create = grants(1, NULL, NULL), none = grants(0, NULL, NULL);
-	/* CREATE: the create grant */
-	assert_false(gate_may_route(&none, WIRE_CREATE, "", 0, here));
-	assert_true(gate_may_route(&create, WIRE_CREATE, "", 0, here));
+	const struct wire_str roomA = {ROOM_A, ROOM_ID_LEN}, roomB = {ROOM_B, ROOM_ID_LEN};
+	/* CREATE: the create grant (the field is not read) */
+	assert_false(gate_may_route(&none, WIRE_CREATE, NULL, here));
+	assert_true(gate_may_route(&create, WIRE_CREATE, NULL, here));
 	/* SUBSCRIBE: a sub pattern; PUSH and STREAM_OPEN: a push pattern */
-	assert_true(gate_may_route(&sub, WIRE_SUBSCRIBE, ROOM_A, ROOM_ID_LEN, here));
-	assert_false(gate_may_route(&push, WIRE_SUBSCRIBE, ROOM_A, ROOM_ID_LEN, here));
-	assert_false(gate_may_route(&sub, WIRE_SUBSCRIBE, ROOM_B, ROOM_ID_LEN, here));
-	assert_true(gate_may_route(&push, WIRE_PUSH, ROOM_A, ROOM_ID_LEN, here));
-	assert_true(gate_may_route(&push, WIRE_STREAM_OPEN, ROOM_A, ROOM_ID_LEN, here));
-	assert_false(gate_may_route(&sub, WIRE_PUSH, ROOM_A, ROOM_ID_LEN, here));
-	assert_false(gate_may_route(&sub, WIRE_STREAM_OPEN, ROOM_A, ROOM_ID_LEN, here));
+	assert_true(gate_may_route(&sub, WIRE_SUBSCRIBE, &roomA, here));
+	assert_false(gate_may_route(&push, WIRE_SUBSCRIBE, &roomA, here));
+	assert_false(gate_may_route(&sub, WIRE_SUBSCRIBE, &roomB, here));
+	assert_true(gate_may_route(&push, WIRE_PUSH, &roomA, here));
+	assert_true(gate_may_route(&push, WIRE_STREAM_OPEN, &roomA, here));
+	assert_false(gate_may_route(&sub, WIRE_PUSH, &roomA, here));
+	assert_false(gate_may_route(&sub, WIRE_STREAM_OPEN, &roomA, here));
 	/* INFO: either */
-	assert_true(gate_may_route(&sub, WIRE_INFO, ROOM_A, ROOM_ID_LEN, here));
-	assert_true(gate_may_route(&push, WIRE_INFO, ROOM_A, ROOM_ID_LEN, here));
-	assert_false(gate_may_route(&none, WIRE_INFO, ROOM_A, ROOM_ID_LEN, here));
+	assert_true(gate_may_route(&sub, WIRE_INFO, &roomA, here));
+	assert_true(gate_may_route(&push, WIRE_INFO, &roomA, here));
+	assert_false(gate_may_route(&none, WIRE_INFO, &roomA, here));
 	/* a room held here passes: its handler checks (the owner included) */
-	assert_false(gate_may_route(&none, WIRE_PUSH, ROOM_B, ROOM_ID_LEN, here));
+	assert_false(gate_may_route(&none, WIRE_PUSH, &roomB, here));
 	assert_non_null(rooms_create_id(here, ROOM_B, ROOM_ID_LEN, "x", 1, 0));
-	assert_true(gate_may_route(&none, WIRE_PUSH, ROOM_B, ROOM_ID_LEN, here));
-	assert_true(gate_may_route(&none, WIRE_SUBSCRIBE, ROOM_B, ROOM_ID_LEN, here));
-	/* other requests pass (their fields are not read) */
-	assert_true(gate_may_route(&none, WIRE_UNSUBSCRIBE, NULL, 0, here));
-	assert_true(gate_may_route(&none, WIRE_PING, NULL, 0, here));
+	assert_true(gate_may_route(&none, WIRE_PUSH, &roomB, here));
+	assert_true(gate_may_route(&none, WIRE_SUBSCRIBE, &roomB, here));
+	/* other requests pass (the field is not read) */
+	assert_true(gate_may_route(&none, WIRE_UNSUBSCRIBE, NULL, here));
+	assert_true(gate_may_route(&none, WIRE_PING, NULL, here));
 	rooms_free(here);
 }
 
@@ -355,32 +356,32 @@ static void test_owner_limit(void **state)
 		assert_int_equal(quota_count_add(owners, "alice", 5, 1), 0);
 		rooms++;
 	}
-	assert_int_equal(gate_may_create(NULL, rooms, max_rooms, quota_count_get(owners, "alice", 5),
-					 max_owned),
-			 GATE_CREATE_MAX_OWNED);
-	assert_int_equal(gate_may_create(NULL, rooms, max_rooms, quota_count_get(owners, "bob", 3),
-					 max_owned),
-			 GATE_CREATE_OK);
+	assert_int_equal(
+	    gate_may_create(NULL, rooms, max_rooms, quota_count_get(owners, "alice", 5), max_owned),
+	    GATE_CREATE_MAX_OWNED);
+	assert_int_equal(
+	    gate_may_create(NULL, rooms, max_rooms, quota_count_get(owners, "bob", 3), max_owned),
+	    GATE_CREATE_OK);
 	assert_int_equal(quota_count_add(owners, "alice", 5, -1), 0);
 	rooms--;
-	assert_int_equal(gate_may_create(NULL, rooms, max_rooms, quota_count_get(owners, "alice", 5),
-					 max_owned),
-			 GATE_CREATE_OK);
+	assert_int_equal(
+	    gate_may_create(NULL, rooms, max_rooms, quota_count_get(owners, "alice", 5), max_owned),
+	    GATE_CREATE_OK);
 	quota_count_free(owners);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_source_keys),
-		cmocka_unit_test(test_hello_limit),
-		cmocka_unit_test(test_hello_limit_many_sources),
-		cmocka_unit_test(test_bucket_figures),
-		cmocka_unit_test(test_bucket_holds_reads),
-		cmocka_unit_test(test_allowed),
-		cmocka_unit_test(test_may_route),
-		cmocka_unit_test(test_may_create),
-		cmocka_unit_test(test_owner_limit),
+	    cmocka_unit_test(test_source_keys),
+	    cmocka_unit_test(test_hello_limit),
+	    cmocka_unit_test(test_hello_limit_many_sources),
+	    cmocka_unit_test(test_bucket_figures),
+	    cmocka_unit_test(test_bucket_holds_reads),
+	    cmocka_unit_test(test_allowed),
+	    cmocka_unit_test(test_may_route),
+	    cmocka_unit_test(test_may_create),
+	    cmocka_unit_test(test_owner_limit),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -30,8 +30,8 @@
 #endif
 #endif
 
-#define CLASSES 64	 /* tcache bins: requests of 16 * k bytes, k = 1..64 */
-#define PER	7	 /* chunks a bin holds */
+#define CLASSES 64	   /* tcache bins: requests of 16 * k bytes, k = 1..64 */
+#define PER	7	   /* chunks a bin holds */
 #define SPACER	(60 << 10) /* under glibc's first mmap threshold: on the heap */
 
 static long rss_kib(void)
@@ -105,8 +105,8 @@ static void test_idle(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_give_back),
-		cmocka_unit_test(test_idle),
+	    cmocka_unit_test(test_give_back),
+	    cmocka_unit_test(test_idle),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
