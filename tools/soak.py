@@ -41,17 +41,18 @@ before it however little it still holds. So with an ASan build and gdb
 from ASan's own allocator statistics
 (`__sanitizer_get_current_allocated_bytes` through `gdb -p PID -batch`, a
 pause of under a second, only before and after the load); RSS is reported
-beside it. Without ASan or gdb the criterion is RSS; a build without ASan
-keeps its high-water RSS too (glibc returns little of a fragmented heap by
-itself), and --memory-check trim reads RSS after calling malloc_trim(0) in
-each node through gdb, which shows what the node really holds. Some of a
-node's tables grow with the load and never shrink, so the level before the
-load is taken after a warm-up that grows them: with a --warmup much under
-the default 30 s the live heap reads up to 20 % higher after the load than
-before without anything leaking. Every node is restarted during a full run,
-so "after" is the node's last incarnation, compared with the same node's
-first one before the load (same binary, flags and role); its RSS right after
-it rejoined is printed too.
+beside it. Without ASan or gdb the criterion is RSS: a node gives freed
+memory back by itself when quiet (node/mem.h: glibc's tcache repacked, then
+malloc_trim(0), at most every 10 s), so the settle (20 s) covers it;
+--memory-check trim reads RSS after calling malloc_trim(0) in each node
+through gdb as well. The level before the load is taken after a warm-up that
+brings what grows lazily (libevent's arrays, the allocator's caches) to its
+working size: before the node's tables shrank (commit dbcfb54), a --warmup
+much under the default 30 s made the live heap read up to 20 % higher after
+the load than before without anything leaking. Every node is restarted
+during a full run, so "after" is the node's last incarnation, compared with
+the same node's first one before the load (same binary, flags and role); its
+RSS right after it rejoined is printed too.
 
 What every client checks as it goes:
 
