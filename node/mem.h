@@ -16,9 +16,10 @@
 #ifndef VROOM_NODE_MEM_H
 #define VROOM_NODE_MEM_H
 
-/* Repacks glibc's tcache and calls malloc_trim(0): about 2,000 malloc/free
- * pairs and the trim's walk over the free chunks; meant for quiet moments
- * (the node's sweep, at most every 10 s). */
+/* Repacks glibc's tcache and calls malloc_trim(0): about 900 malloc/free
+ * pairs (0.2 ms) and the trim, which makes one madvise call per free chunk:
+ * 10-20 ms on a heap left with 10,000 free chunks, under 1 ms on a settled
+ * one. Meant for quiet moments (the node's sweep, at most every 10 s). */
 void mem_give_back(void);
 
 #endif

@@ -34,6 +34,7 @@
 #define PER	7	   /* chunks a bin holds */
 #define SPACER	(60 << 10) /* under glibc's first mmap threshold: on the heap */
 
+#if defined(__GLIBC__) && !defined(UNDER_ASAN)
 static long rss_kib(void)
 {
 	FILE *f = fopen("/proc/self/statm", "r");
@@ -45,6 +46,7 @@ static long rss_kib(void)
 	fclose(f);
 	return res < 0 ? -1 : res * (sysconf(_SC_PAGESIZE) / 1024);
 }
+#endif
 
 /* A load's end: small chunks of every cached size, each between two large
  * ones, then everything freed. The first PER freed of each size stay in the
