@@ -13,12 +13,11 @@
 
 #include "node/conn.h"
 #include "node/node.h"
+#include "stream/gate.h"
 #include "stream/room.h"
 #include "stream/wire.h"
 
-#define KEYS_FILE_MAX	(1u << 20) /* a keys file is a few kilobytes; refuse a huge one */
-#define HELLO_WINDOW_MS 60000	   /* max_hello_failures counts per minute */
-#define BUCKET_TICK_MS	100	   /* the inbound bucket refills ten times a second */
+#define KEYS_FILE_MAX (1u << 20) /* a keys file is a few kilobytes; refuse a huge one */
 
 struct guard {
 	struct node *n;
@@ -66,7 +65,7 @@ struct guard *guard_new(struct node *n, char *why, size_t whylen)
 		return NULL;
 	}
 	g->n = n;
-	g->sources = quota_window_new(GUARD_SOURCES, HELLO_WINDOW_MS);
+	g->sources = quota_window_new(GUARD_SOURCES, GATE_HELLO_WINDOW_MS);
 	g->owners = quota_count_new();
 	if (!g->sources || !g->owners) {
 		snprintf(why, whylen, "out of memory");
@@ -80,11 +79,10 @@ struct guard *guard_new(struct node *n, char *why, size_t whylen)
 		     g->keys.n, cfg->trusted_keys);
 	}
 	if (cfg->max_in_rate) {
-		size_t per_tick = cfg->max_in_rate / (1000 / BUCKET_TICK_MS);
-		size_t burst = per_tick > 4096 ? per_tick : 4096;
-		struct timeval tick = {0, BUCKET_TICK_MS * 1000};
-		g->bucket = ev_token_bucket_cfg_new(per_tick ? per_tick : 1, burst,
-						    EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
+		struct gate_bucket b = gate_bucket_of(cfg->max_in_rate);
+		struct timeval tick = {0, GATE_BUCKET_TICK_MS * 1000};
+		g->bucket = ev_token_bucket_cfg_new(b.rate, b.burst, EV_RATE_LIMIT_MAX,
+						    EV_RATE_LIMIT_MAX, &tick);
 		if (!g->bucket) {
 			snprintf(why, whylen, "cannot set up the max_in_rate bucket");
 			goto fail;
@@ -133,32 +131,15 @@ int guard_reload(struct guard *g)
 
 size_t guard_source(const struct sockaddr *sa, uint8_t key[QUOTA_WKEY_MAX])
 {
-	if (sa->sa_family == AF_INET) {
-		key[0] = 4;
-		memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		return 5;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED(a)) {
-			key[0] = 4;
-			memcpy(key + 1, a->s6_addr + 12, 4);
-			return 5;
-		}
-		key[0] = 6;
-		memcpy(key + 1, a->s6_addr, 8); /* the /64: one site's addresses */
-		return 9;
-	}
-	return 0;
+	return gate_source(sa, key);
 }
 
 int guard_accept(struct guard *g, const uint8_t *src, size_t len, const char *peer)
 {
 	const struct cfg *cfg = node_cfg(g->n);
-	if (!cfg->max_hello_failures || !len)
-		return 0;
-	uint64_t fails = quota_window_get(g->sources, src, len, node_now_ms(g->n));
-	if (fails < cfg->max_hello_failures)
+	uint64_t fails =
+	    gate_hello_refused(g->sources, src, len, cfg->max_hello_failures, node_now_ms(g->n));
+	if (!fails)
 		return 0;
 	struct node_counters *k = node_counters(g->n);
 	k->hello_refused++;
@@ -172,8 +153,8 @@ int guard_accept(struct guard *g, const uint8_t *src, size_t len, const char *pe
 void guard_hello_failed(struct guard *g, const uint8_t *src, size_t len)
 {
 	node_counters(g->n)->hello_failures++;
-	if (node_cfg(g->n)->max_hello_failures && len)
-		quota_window_hit(g->sources, src, len, node_now_ms(g->n));
+	gate_hello_failed(g->sources, src, len, node_cfg(g->n)->max_hello_failures,
+			  node_now_ms(g->n));
 }
 
 struct ev_token_bucket_cfg *guard_bucket(const struct guard *g)
@@ -258,9 +239,7 @@ void guard_admit(struct guard *g, struct conn *c, const struct token_claims *cl)
 
 static int allowed(const struct conn *c, const struct room *r, enum token_grant_kind kind)
 {
-	const struct token_grants *gr = conn_grants(c);
-	return !gr || room_is_owner(r, conn_identity(c), conn_identity_len(c)) ||
-	       token_grants_allow(gr, kind, room_id(r), strlen(room_id(r)));
+	return gate_allowed(conn_grants(c), r, conn_identity(c), conn_identity_len(c), kind);
 }
 
 int guard_may(struct guard *g, struct conn *c, const struct room *r, enum token_grant_kind kind,
@@ -289,34 +268,10 @@ int guard_may_route(struct guard *g, struct conn *c, const struct wire_msg *m)
 	const struct token_grants *gr = conn_grants(c);
 	if (!gr || !node_clus(g->n))
 		return 1;
-	int kind;
-	switch (m->type) {
-	case WIRE_CREATE:
-		return gr->create || guard_may_create(g, c, m->rid);
-	case WIRE_SUBSCRIBE:
-		kind = TOKEN_SUB;
-		break;
-	case WIRE_PUSH:
-	case WIRE_STREAM_OPEN:
-		kind = TOKEN_PUSH;
-		break;
-	case WIRE_INFO:
-		kind = -1;
-		break;
-	default:
+	if (gate_may_route(gr, m->type, &m->f[0].s, node_rooms(g->n)))
 		return 1;
-	}
-	const struct wire_str *id = &m->f[0].s;
-	if (rooms_find(node_rooms(g->n), id->ptr, id->len))
-		return 1; /* held here: the handler checks, owner included */
-	if (kind == TOKEN_SUB || kind < 0) {
-		if (token_grants_allow(gr, TOKEN_SUB, id->ptr, id->len))
-			return 1;
-	}
-	if (kind == TOKEN_PUSH || kind < 0) {
-		if (token_grants_allow(gr, TOKEN_PUSH, id->ptr, id->len))
-			return 1;
-	}
+	if (m->type == WIRE_CREATE)
+		return guard_may_create(g, c, m->rid); /* replies `forbidden` */
 	node_counters(g->n)->grant_refusals++;
 	conn_error(c, m->rid, WIRE_E_FORBIDDEN, "this identity's token does not grant the room");
 	return 0;
@@ -326,30 +281,31 @@ int guard_may_create(struct guard *g, struct conn *c, uint64_t rid)
 {
 	const struct cfg *cfg = node_cfg(g->n);
 	struct node_counters *k = node_counters(g->n);
-	const struct token_grants *gr = conn_grants(c);
-	if (gr && !gr->create) {
+	switch (gate_may_create(conn_grants(c), rooms_count(node_rooms(g->n)), cfg->max_rooms,
+				quota_count_get(g->owners, conn_identity(c), conn_identity_len(c)),
+				cfg->max_rooms_per_identity)) {
+	case GATE_CREATE_OK:
+		return 1;
+	case GATE_CREATE_FORBIDDEN:
 		k->grant_refusals++;
 		conn_error(c, rid, WIRE_E_FORBIDDEN,
 			   "this identity's token does not grant creating rooms");
 		return 0;
-	}
-	if (rooms_count(node_rooms(g->n)) >= cfg->max_rooms) {
+	case GATE_CREATE_MAX_ROOMS:
 		k->limit_rooms++;
 		k->limits_hit++;
 		vlog(node_log(g->n), LOG_WARN, "conn %llu %s (%s): CREATE refused: max_rooms (%zu)",
 		     (unsigned long long)conn_id(c), conn_peer(c), conn_identity(c), cfg->max_rooms);
 		conn_error(c, rid, WIRE_E_LIMIT, "the node holds as many rooms as it may (max_rooms)");
 		return 0;
-	}
-	if (quota_count_get(g->owners, conn_identity(c), conn_identity_len(c)) >=
-	    cfg->max_rooms_per_identity) {
+	case GATE_CREATE_MAX_OWNED:
 		k->limit_owner++;
 		k->limits_hit++;
 		conn_error(c, rid, WIRE_E_LIMIT,
 			   "this identity owns as many rooms as it may (max_rooms_per_identity)");
 		return 0;
 	}
-	return 1;
+	return 0;
 }
 
 void guard_room_added(struct guard *g, const struct room *r)

@@ -1631,6 +1631,11 @@ void route_sweep(struct node *n)
 		resend(n);
 }
 
+void route_shrink(struct node *n, size_t max)
+{
+	wire_buf_shrink(&node_route(n)->buf, max);
+}
+
 void route_members_changed(struct node *n)
 {
 	struct route *r = node_route(n);

@@ -76,6 +76,9 @@ void route_sweep(struct node *n);
  * expects an answer (NODE_SUB, NODE_STATS_REQ) takes its rid from this one
  * counter, so an OK or ERROR on a link matches exactly one of them. */
 uint64_t route_new_rid(struct node *n);
+/* When the node is quiet: frees the module's frame buffer if a big frame
+ * grew it over max bytes (it is allocated again when needed). */
+void route_shrink(struct node *n, size_t max);
 /* Mirrors (rooms with local subscribers relayed elsewhere), for the stats. */
 size_t route_mirrors(const struct node *n);
 

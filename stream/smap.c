@@ -13,9 +13,17 @@ struct slot {
 	void *val;
 };
 
+/* Capacity bounds on the load, with room between them so that a table
+ * hovering at one size is not resized back and forth: it doubles when an
+ * insert would take it over 1/2 full and halves (not under SMAP_MIN_CAP)
+ * when a delete leaves it under 1/8 full. Either way the new table is about
+ * 1/4 full, so at least cap/8 operations pass between two resizes of a
+ * table of cap slots: each operation stays amortized O(1). */
+#define SMAP_MIN_CAP 16
+
 struct smap {
 	struct slot *slots;
-	size_t mask; /* capacity - 1; capacity is a power of two */
+	size_t mask; /* capacity - 1; capacity is a power of two, >= SMAP_MIN_CAP */
 	size_t count;
 	unsigned char secret[crypto_shorthash_KEYBYTES];
 };
@@ -32,12 +40,12 @@ struct smap *smap_new(void)
 	struct smap *m = calloc(1, sizeof(*m));
 	if (!m)
 		return NULL;
-	m->slots = calloc(16, sizeof(struct slot));
+	m->slots = calloc(SMAP_MIN_CAP, sizeof(struct slot));
 	if (!m->slots) {
 		free(m);
 		return NULL;
 	}
-	m->mask = 15;
+	m->mask = SMAP_MIN_CAP - 1;
 	crypto_shorthash_keygen(m->secret);
 	return m;
 }
@@ -53,6 +61,11 @@ void smap_free(struct smap *m)
 size_t smap_count(const struct smap *m)
 {
 	return m->count;
+}
+
+size_t smap_capacity(const struct smap *m)
+{
+	return m->mask + 1;
 }
 
 static struct slot *find(const struct smap *m, uint64_t h, const void *key, size_t len)
@@ -82,9 +95,11 @@ static void place(struct slot *slots, size_t mask, const struct slot *e)
 	slots[i] = *e;
 }
 
-static int grow(struct smap *m)
+/* Moves every entry to a fresh table of cap slots (a power of two that
+ * keeps the load at or under 1/2). 0, or -1 on no memory (the map is
+ * unchanged). */
+static int resize(struct smap *m, size_t cap)
 {
-	size_t cap = (m->mask + 1) * 2;
 	struct slot *ns = calloc(cap, sizeof(*ns));
 	if (!ns)
 		return -1;
@@ -106,7 +121,7 @@ int smap_put(struct smap *m, const void *key, size_t len, void *val)
 		s->val = val;
 		return 0;
 	}
-	if ((m->count + 1) * 2 > m->mask + 1 && grow(m) < 0)
+	if ((m->count + 1) * 2 > m->mask + 1 && resize(m, (m->mask + 1) * 2) < 0)
 		return -1;
 	struct slot e = {h, key, len, val};
 	place(m->slots, m->mask, &e);
@@ -132,6 +147,10 @@ void *smap_del(struct smap *m, const void *key, size_t len)
 	}
 	memset(&m->slots[i], 0, sizeof(m->slots[i]));
 	m->count--;
+	/* A table emptied after a burst gives its memory back. On no memory
+	 * it just stays large: correct, only bigger. */
+	if (m->mask + 1 > SMAP_MIN_CAP && m->count < (m->mask + 1) / 8)
+		(void)resize(m, (m->mask + 1) / 2);
 	return val;
 }
 

@@ -4,7 +4,9 @@
  * keys cannot aim them at one bucket.
  *
  * Open addressing with linear probing and backward-shift deletion: no
- * tombstones, load kept at or under 1/2. Keys are borrowed: a key's bytes
+ * tombstones, load kept at or under 1/2. The table doubles as it fills and
+ * halves as it empties (under 1/8 full, down to 16 slots), so a map's memory
+ * follows its count, not the highest count it ever had. Keys are borrowed: a key's bytes
  * must stay valid and unchanged while its entry is in the map (callers point
  * at a string inside the value).
  */
@@ -20,11 +22,14 @@ struct smap *smap_new(void);
 /* Frees the table (not the values). smap_free(NULL) is a no-op. */
 void smap_free(struct smap *m);
 size_t smap_count(const struct smap *m);
+/* Slots in the table now (for tests and stats). */
+size_t smap_capacity(const struct smap *m);
 /* The value stored under key, or NULL. */
 void *smap_get(const struct smap *m, const void *key, size_t len);
 /* Inserts or replaces; borrows key. Returns 0, or -1 on no memory. */
 int smap_put(struct smap *m, const void *key, size_t len, void *val);
-/* Removes key; returns its value or NULL if absent. */
+/* Removes key; returns its value or NULL if absent. May shrink the table,
+ * which moves entries: an iteration must start over after a delete. */
 void *smap_del(struct smap *m, const void *key, size_t len);
 /* Iteration: *pos starts at 0; returns the next value or NULL at the end.
  * The map must not change during an iteration. */

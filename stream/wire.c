@@ -616,6 +616,13 @@ void wire_buf_free(struct wire_buf *b)
 	b->len = b->cap = 0;
 }
 
+void wire_buf_shrink(struct wire_buf *b, size_t max)
+{
+	if (b->cap > max)
+		wire_buf_free(b);
+	wire_buf_reset(b);
+}
+
 msgpack_packer *wire_begin(struct wire_buf *b, unsigned type, uint64_t rid, unsigned nfields)
 {
 	static const char zero[WIRE_HDR];

@@ -207,7 +207,12 @@ struct wire_buf {
 
 void wire_buf_init(struct wire_buf *b);
 void wire_buf_reset(struct wire_buf *b);
+/* Frees b's bytes; b stays usable (the next frame allocates again). */
 void wire_buf_free(struct wire_buf *b);
+/* Between uses of a buffer that is kept (the node's scratch buffers): frees
+ * its bytes if it grew over max for a big frame, so that one big frame does
+ * not hold its size for good. Whatever b held is dropped. */
+void wire_buf_shrink(struct wire_buf *b, size_t max);
 
 /* Starts a frame [type, rid, <nfields fields>] at the end of b and returns the
  * packer for the fields, which the caller packs with msgpack_pack_*(). */

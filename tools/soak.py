@@ -41,17 +41,18 @@ before it however little it still holds. So with an ASan build and gdb
 from ASan's own allocator statistics
 (`__sanitizer_get_current_allocated_bytes` through `gdb -p PID -batch`, a
 pause of under a second, only before and after the load); RSS is reported
-beside it. Without ASan or gdb the criterion is RSS; a build without ASan
-keeps its high-water RSS too (glibc returns little of a fragmented heap by
-itself), and --memory-check trim reads RSS after calling malloc_trim(0) in
-each node through gdb, which shows what the node really holds. Some of a
-node's tables grow with the load and never shrink, so the level before the
-load is taken after a warm-up that grows them: with a --warmup much under
-the default 30 s the live heap reads up to 20 % higher after the load than
-before without anything leaking. Every node is restarted during a full run,
-so "after" is the node's last incarnation, compared with the same node's
-first one before the load (same binary, flags and role); its RSS right after
-it rejoined is printed too.
+beside it. Without ASan or gdb the criterion is RSS: a node gives freed
+memory back by itself when quiet (node/mem.h: glibc's tcache repacked, then
+malloc_trim(0), at most every 10 s), so the settle (20 s) covers it;
+--memory-check trim reads RSS after calling malloc_trim(0) in each node
+through gdb as well. The level before the load is taken after a warm-up that
+brings what grows lazily (libevent's arrays, the allocator's caches) to its
+working size: before the node's tables shrank (commit dbcfb54), a --warmup
+much under the default 30 s made the live heap read up to 20 % higher after
+the load than before without anything leaking. Every node is restarted
+during a full run, so "after" is the node's last incarnation, compared with
+the same node's first one before the load (same binary, flags and role); its
+RSS right after it rejoined is printed too.
 
 What every client checks as it goes:
 
@@ -418,7 +419,7 @@ class Client:
             self.w.fail("client_exception", "client %d reader: %s: %s" % (self.cid, type(e).__name__, e))
             self._mark_lost("reader exception")
 
-    def send(self, ftype, *fields, cb=None, want=True):
+    def send(self, ftype, *fields, cb=None, want=True, chunk_of=None):
         with self.lock:
             if self.lost:
                 return None
@@ -427,6 +428,10 @@ class Client:
             p = Pending(rid, cb)
             if want:
                 self.pending[rid] = p
+            if chunk_of is not None:
+                # Before the frame goes: its error may come back before
+                # the sender's next line runs.
+                self.chunk_rids[rid] = chunk_of
         try:
             self.sock.sendall(frame_bytes([ftype, rid] + list(fields)))
         except OSError as e:
@@ -886,11 +891,9 @@ class Client:
                     return
                 cs = random.choice((16 << 10, 64 << 10, 128 << 10))
                 end_ = min(off + cs, limit, n)
-                p = self.send(STREAM_CHUNK, sid, off, data[off:end_], want=False)
+                p = self.send(STREAM_CHUNK, sid, off, data[off:end_], want=False, chunk_of=sid)
                 if p is None:
                     raise Lost()
-                with self.lock:
-                    self.chunk_rids[p.rid] = sid
                 off = end_
             v = self.request("stream_close", STREAM_CLOSE, sid, "", {"fin": str(n)},
                              xx if random.random() < 0.5 else None, timeout=CLOSE_TIMEOUT)

@@ -1,7 +1,8 @@
 /*
  * Unit tests for stream/smap: the basic operations, then random insert /
  * replace / delete sequences checked against a shadow array, which is what
- * exercises backward-shift deletion (a wrong shift loses or hides keys).
+ * exercises backward-shift deletion (a wrong shift loses or hides keys), and
+ * the table's size as it grows and shrinks back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -240,6 +241,129 @@ static void test_big_churn(void **state)
 	fx_free(f);
 }
 
+/* The smallest capacity a table of count entries may have (load <= 1/2),
+ * and the largest it may keep (load >= 1/8 unless at the minimum of 16). */
+static void check_capacity(const struct smap *m)
+{
+	size_t cap = smap_capacity(m), count = smap_count(m);
+	assert_true(cap >= 16 && (cap & (cap - 1)) == 0);
+	assert_true(count * 2 <= cap);
+	if (cap > 16)
+		assert_true(count >= cap / 8);
+}
+
+/* Grow to 100,000 keys, then shrink back by random deletes with churn in
+ * between, checked against the shadow and for the capacity bounds; empty,
+ * the table is back at its first size, and it grows again. */
+static void test_grow_then_shrink(void **state)
+{
+	struct fx *f = fx_new(BIG);
+	assert_int_equal(smap_capacity(f->m), 16);
+	for (size_t i = 0; i < f->n; i++) {
+		fx_put(f, i, &f->vals[i]);
+		check_capacity(f->m);
+	}
+	fx_check(f);
+	size_t peak = smap_capacity(f->m);
+	assert_true(peak >= 2 * BIG);
+
+	/* Delete in a random order (a shuffled index), checking the whole map
+	 * now and then and the bounds after every delete. */
+	size_t *order = malloc(f->n * sizeof(*order));
+	assert_non_null(order);
+	for (size_t i = 0; i < f->n; i++)
+		order[i] = i;
+	for (size_t i = f->n - 1; i > 0; i--) {
+		size_t j = (size_t)(rnd(f) % (i + 1)), t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (size_t k = 0; k < f->n; k++) {
+		fx_del(f, order[k]);
+		check_capacity(f->m);
+		if (k % 20000 == 0)
+			fx_check(f);
+		if (k == f->n * 9 / 10) {
+			/* a tenth left: churn on the small table */
+			assert_true(smap_capacity(f->m) < peak);
+			fx_churn(f, 100000, 25000);
+			check_capacity(f->m);
+		}
+	}
+	/* what churn put back, delete too */
+	for (size_t i = 0; i < f->n; i++) {
+		fx_del(f, i);
+		check_capacity(f->m);
+	}
+	fx_check(f);
+	assert_int_equal(smap_count(f->m), 0);
+	assert_int_equal(smap_capacity(f->m), 16);
+
+	/* and it grows again */
+	for (size_t i = 0; i < 1000; i++)
+		fx_put(f, i, &f->alts[i]);
+	fx_check(f);
+	check_capacity(f->m);
+	free(order);
+	fx_free(f);
+}
+
+/* At either resize threshold, alternating inserts and deletes do not resize
+ * the table each time: one resize, then none. */
+static void test_no_thrash(void **state)
+{
+	struct fx *f = fx_new(4096);
+	/* up to the grow threshold of a 1024-slot table and one over */
+	for (size_t i = 0; i <= 512; i++)
+		fx_put(f, i, &f->vals[i]);
+	assert_int_equal(smap_capacity(f->m), 2048);
+	for (int k = 0; k < 1000; k++) {
+		fx_del(f, 512);
+		assert_int_equal(smap_capacity(f->m), 2048);
+		fx_put(f, 512, &f->vals[512]);
+		assert_int_equal(smap_capacity(f->m), 2048);
+	}
+	/* down to the shrink threshold of the 2048-slot table: 255 left
+	 * shrinks it once */
+	for (size_t i = 512; i >= 256; i--)
+		fx_del(f, i);
+	assert_int_equal(smap_count(f->m), 256);
+	assert_int_equal(smap_capacity(f->m), 2048);
+	fx_del(f, 255);
+	assert_int_equal(smap_capacity(f->m), 1024);
+	for (int k = 0; k < 1000; k++) {
+		fx_put(f, 255, &f->vals[255]);
+		assert_int_equal(smap_capacity(f->m), 1024);
+		fx_del(f, 255);
+		assert_int_equal(smap_capacity(f->m), 1024);
+	}
+	fx_check(f);
+	fx_free(f);
+}
+
+/* Iteration that starts over after each delete (as the node's loops do)
+ * visits every value while the table shrinks under it. */
+static void test_delete_while_iterating(void **state)
+{
+	struct fx *f = fx_new(3000);
+	for (size_t i = 0; i < f->n; i++)
+		fx_put(f, i, &f->vals[i]);
+	size_t pos = 0, deleted = 0;
+	void *v;
+	while ((v = smap_next(f->m, &pos)) != NULL) {
+		size_t i = (size_t)((int *)v - f->vals);
+		if (i % 5 == 0)
+			continue; /* kept */
+		fx_del(f, i);
+		deleted++;
+		pos = 0;
+	}
+	assert_int_equal(deleted, f->n - (f->n + 4) / 5);
+	fx_check(f);
+	check_capacity(f->m);
+	fx_free(f);
+}
+
 /* Iteration returns every stored value exactly once, after deletes too. */
 static void test_iteration(void **state)
 {
@@ -286,6 +410,9 @@ int main(void)
 		cmocka_unit_test(test_growth),
 		cmocka_unit_test(test_small_churn),
 		cmocka_unit_test(test_big_churn),
+		cmocka_unit_test(test_grow_then_shrink),
+		cmocka_unit_test(test_no_thrash),
+		cmocka_unit_test(test_delete_while_iterating),
 		cmocka_unit_test(test_iteration),
 		cmocka_unit_test(test_iterate_empty),
 	};
