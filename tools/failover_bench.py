@@ -35,6 +35,22 @@ checks, by seq and payload byte for byte:
   the one before), unacked (a seq delivered with a payload that no OK named
   with it: a push the publisher was told failed, or another push's seq).
 
+With --stream-bytes N, a raw client on n1 (the room's owner) also streams
+N bytes into the trial's room (STREAM_OPEN, 64 KiB chunks, as fast as the
+relay's credit allows or at --stream-rate bytes/s, then STREAM_CLOSE); block
+k of the stream is sha256("blk k") repeated, so every byte is known by its
+offset. The failure comes once the warmup is over and the sender has sent a
+random 10-50 % of N (the trial says where the sender and the receivers were:
+"not_mid_stream" counts a failure after the stream's end), and the trial
+lasts until the stream has ended everywhere (at most --stream-timeout s
+after the takeover). Per receiver, checked on arrival: bytes lost (never
+received), duplicated (received twice), reordered (received after later
+bytes), corrupt (not the sender's at that offset), one OPENED and one END
+`ok` with N bytes and nothing after it; the sender's close gets OK with N
+and no STREAM_END or ERROR. The stream's resume time is, like a push's, the
+largest gap between two STREAM_DATA arrivals from 0.2 s before the failure
+to the stream's end.
+
 The room is removed after its trial (--keep-rooms: left, with its ring of
 recent pushes, which every later takeover and hand-back moves too).
 
@@ -46,10 +62,12 @@ problem. Needs python3-msgpack.
 
     /usr/bin/python3 tools/failover_bench.py --build build-rel [--trials 20]
         [--modes kill,stop] [--rate 1000] [--warmup 1] [--after 2] [--seed N]
-        [--keep-rooms] [-v]
+        [--keep-rooms] [--stream-bytes N [--stream-rate B/s]
+        [--stream-timeout S]] [-v]
 """
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -71,6 +89,8 @@ import msgpack
 HELLO, WELCOME, OK, ERROR = 1, 2, 3, 4
 CREATE, REMOVE, SUBSCRIBE = 100, 101, 104
 PLACE, PUSH, DELIVER = 108, 200, 201
+STREAM_OPEN, STREAM_CHUNK, STREAM_CLOSE = 300, 301, 302
+STREAM_OPENED, STREAM_DATA, STREAM_END, STREAM_CREDIT = 310, 311, 312, 320
 STATS_RE = re.compile(r"stats on 127\.0\.0\.1:(\d+)")
 LISTEN_RE = re.compile(r"listening on 127\.0\.0\.1:(\d+) \(clients\)")
 NODES = 5
@@ -249,6 +269,7 @@ class Conn:
         self.buf = bytearray()
         self.frames = []  # (arrival time, frame)
         self.eof = False
+        self.on_frame = None  # (t, frame) -> True: taken, not kept in frames
         self.send(HELLO, 1, identity)
         self.wait(lambda v: v[0] == WELCOME)
         self.sock.setblocking(False)
@@ -283,8 +304,10 @@ class Conn:
             (k,) = struct.unpack_from(">I", self.buf, i)
             if len(self.buf) - i - 4 < k:
                 break
-            self.frames.append((now, msgpack.unpackb(bytes(self.buf[i + 4:i + 4 + k]),
-                                                     raw=False, strict_map_key=False)))
+            v = msgpack.unpackb(bytes(self.buf[i + 4:i + 4 + k]), raw=False,
+                                strict_map_key=False)
+            if not (self.on_frame and self.on_frame(now, v)):
+                self.frames.append((now, v))
             i += 4 + k
         del self.buf[:i]
 
@@ -319,6 +342,150 @@ def pump(conns, timeout):
         c.pump()
 
 
+# ---------------------------------------------------------------- a byte stream
+
+BLOCK = 65536  # a chunk; block k of the stream is sha256("blk k") repeated
+
+
+class Blocks:
+    """The stream's bytes: every byte is known by its offset."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def block(self, k):
+        b = self.cache.get(k)
+        if b is None:
+            if len(self.cache) > 256:
+                self.cache.clear()
+            b = self.cache[k] = hashlib.sha256(b"blk %d" % k).digest() * (BLOCK // 32)
+        return b
+
+    def at(self, off, n):
+        """The n bytes at off."""
+        out = []
+        while n > 0:
+            k, o = divmod(off, BLOCK)
+            part = self.block(k)[o:o + n]
+            out.append(part)
+            off, n = off + len(part), n - len(part)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+class Sender:
+    """A raw client on n1 streaming total bytes in BLOCK chunks within the
+    relay's credit (STREAM_CREDIT), paced at rate bytes/s (0: as fast as the
+    credit allows), then closing the stream."""
+
+    def __init__(self, conn, room, sid, total, rate, blocks):
+        self.c, self.sid, self.total, self.rate, self.blocks = conn, sid, total, rate, blocks
+        rid = conn.send(STREAM_OPEN, room, sid, "", sid + ".bin", "", total, {}, [], 0)
+        v = conn.wait(lambda v: v[0] in (OK, ERROR) and v[1] == rid)
+        if v[0] != OK:
+            raise Failure("STREAM_OPEN on %s: %r" % (conn.node.name, v))
+        self.limit, self.off, self.close_rid, self.reply = v[2], 0, None, None
+        self.stray = []  # frames it did not ask for (an END or an ERROR would be one)
+        self.t0 = time.monotonic()
+        conn.on_frame = self.frame
+
+    def frame(self, t, v):
+        if v[0] == STREAM_CREDIT and v[2] == self.sid:
+            self.limit = max(self.limit, v[4])
+        elif v[0] in (OK, ERROR) and v[1] == self.close_rid:
+            self.reply = v
+        else:
+            self.stray.append(v)
+        return True
+
+    def step(self, now):
+        sent = 0
+        cap = self.total if not self.rate else self.rate * (now - self.t0) + BLOCK
+        while (self.off < self.total and sent < 16 and not self.c.eof and self.off < cap and
+               self.off + min(BLOCK, self.total - self.off) <= self.limit):
+            n = min(BLOCK, self.total - self.off)
+            self.c.send(STREAM_CHUNK, self.sid, self.off, self.blocks.at(self.off, n))
+            self.off += n
+            sent += 1
+        if self.off == self.total and self.close_rid is None:
+            self.close_rid = self.c.send(STREAM_CLOSE, self.sid, "", {}, None)
+
+    def done(self):
+        """Answered, or told the stream ended (STREAM_END or an ERROR)."""
+        return self.reply is not None or any(v[0] in (STREAM_END, ERROR) for v in self.stray)
+
+
+class Receiver:
+    """One subscriber's view of the stream: every STREAM_DATA checked by
+    offset and content as it arrives (nothing kept but the intervals)."""
+
+    def __init__(self, conn, sid, total, blocks):
+        self.sid, self.total, self.blocks = sid, total, blocks
+        self.opened, self.ends, self.after_end = 0, [], 0
+        self.spans = []  # received [a, b), merged, sorted
+        self.hi = 0  # the highest end received
+        self.dup = self.reordered = self.corrupt = 0
+        self.times = []  # arrival of every STREAM_DATA
+        self.where = []  # what went wrong, for -v
+        conn.on_frame = self.frame
+
+    def covered(self, a, b):
+        return sum(max(0, min(b, y) - max(a, x)) for x, y in self.spans)
+
+    def add(self, a, b):
+        out = []
+        for x, y in self.spans:
+            if y < a or x > b:
+                out.append((x, y))
+            else:
+                a, b = min(a, x), max(b, y)
+        out.append((a, b))
+        self.spans = sorted(out)
+
+    def frame(self, t, v):
+        if v[0] == STREAM_OPENED and v[3] == self.sid:
+            self.opened += 1
+            return True
+        if v[0] == STREAM_END and v[2] == self.sid:
+            self.ends.append(v)
+            return True
+        if v[0] != STREAM_DATA or v[2] != self.sid:
+            return False
+        off, data = v[3], v[4]
+        a, b = off, off + len(data)
+        self.times.append(t)
+        if self.ends:
+            self.after_end += 1
+        if data != self.blocks.at(off, len(data)):
+            self.corrupt += len(data)
+            self.where.append("bytes %d-%d differ from the sender's" % (a, b))
+        if self.spans == [(0, self.hi)] and a == self.hi:
+            self.spans, self.hi = [(0, b)], b  # the usual case
+            return True
+        if self.hi == 0 and a == 0 and not self.spans:
+            self.spans, self.hi = [(0, b)], b
+            return True
+        dup = self.covered(a, b)
+        if dup:
+            self.dup += dup
+            self.where.append("bytes %d-%d again (%d twice)" % (a, b, dup))
+        if a < self.hi and (b - a) - dup > 0:
+            self.reordered += (b - a) - dup
+            self.where.append("bytes %d-%d after %d" % (a, b, self.hi))
+        self.add(a, b)
+        self.hi = max(self.hi, b)
+        return True
+
+    def got(self):
+        return sum(y - x for x, y in self.spans)
+
+    def ended(self):
+        return bool(self.ends)
+
+    def end_ok(self):
+        return (len(self.ends) == 1 and self.ends[0][3] == "ok" and
+                self.ends[0][6] == self.total and self.opened == 1 and not self.after_end)
+
+
 # ---------------------------------------------------------------- a trial
 
 def trial(bench, pub, mode, k, rng):
@@ -339,6 +506,19 @@ def trial(bench, pub, mode, k, rng):
     bench.nodes[backup].new_lines()  # skip what it logged before
     took = re.compile(r"took over room %s" % re.escape(room[:6]))
     conns = [pub] + subs
+    total = args.stream_bytes
+    snd = sender = None
+    recvs = []
+    if total:
+        blocks = Blocks()
+        recvs = [Receiver(s, "fb%d" % k, total, blocks) for s in subs]
+        snd = Conn(bench.nodes["n1"], "pub")  # the room's owner may open streams
+        sender = Sender(snd, room, "fb%d" % k, total, args.stream_rate, blocks)
+        conns.append(snd)
+        # The failure comes once the sender has sent this much (and the
+        # warmup is over): always mid-stream.
+        fail_at_byte = int(total * rng.uniform(0.1, 0.5))
+    at_fail = None
 
     sent_at, payloads, rid_to_i = [], [], {}
     replies = {}  # i -> [frames]
@@ -346,13 +526,20 @@ def trial(bench, pub, mode, k, rng):
     t0 = time.monotonic()
     t_fail = t0 + args.warmup + rng.random() * every
     t_takeover = t_end = None
-    failed = False
+    failed = timed_out = False
     next_poll = 0.0
     while True:
         now = time.monotonic()
+        if sender:
+            sender.step(now)
+            if not failed and sender.off < fail_at_byte:
+                t_fail = max(t_fail, now + rng.random() * every)
         if not failed and now >= t_fail:
             victim.signal(signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
             t_fail, failed = time.monotonic(), True
+            if sender:
+                at_fail = (sender.off, [r.got() for r in recvs],
+                           sender.off < total and not any(r.ended() for r in recvs))
         if failed and t_takeover is None and now >= next_poll:
             next_poll = now + 0.01
             if took.search(bench.nodes[backup].new_lines()):
@@ -364,7 +551,11 @@ def trial(bench, pub, mode, k, rng):
                 raise Failure("trial %s %d: no takeover by %s 15 s after the failure" %
                               (mode, k, backup))
         if t_end is not None and now >= t_end:
-            break
+            if not sender or (sender.done() and all(r.ended() for r in recvs)):
+                break
+            if now - t_takeover > args.stream_timeout:
+                timed_out = True
+                break
         # On schedule: push i at t0 + i * every (a late loop catches up).
         while t0 + len(sent_at) * every <= now:
             i = len(sent_at)
@@ -384,6 +575,8 @@ def trial(bench, pub, mode, k, rng):
         if len(pub.frames) >= len(sent_at) and all(
                 sum(1 for _, v in s.frames if v[0] == DELIVER) >= len(sent_at) for s in subs):
             break
+    if snd:
+        snd.close()
     for t, v in pub.frames:
         i = rid_to_i.get(v[1]) if v[0] in (OK, ERROR) else None
         if i is not None:
@@ -446,6 +639,46 @@ def trial(bench, pub, mode, k, rng):
                 detail.append("%s %s %s" % (s.node.name, what, ranges(xs)))
         ts = [t for t, _, _ in d if t >= t_fail - 0.2]
         resume.append(max([0.0] + [b - a for a, b in zip(ts, ts[1:])]))
+    sresume, sdetail = [], []
+    if sender:
+        s_keys = ("s_lost", "s_duplicated", "s_reordered", "s_corrupt", "s_end_not_ok",
+                  "s_sender_problem", "s_not_mid_stream", "s_unfinished")
+        c.update(dict.fromkeys(s_keys, 0))
+        c["s_bytes"] = total
+        off, rgot, mid = at_fail
+        sdetail.append("at the failure: sender at %d, receivers at %s" % (off, rgot))
+        if not mid:
+            c["s_not_mid_stream"] += 1
+        if timed_out:
+            c["s_unfinished"] += 1
+            detail.append("the stream did not end within %.0f s of the takeover (sender at "
+                          "%d of %d)" % (args.stream_timeout, sender.off, total))
+        rep = sender.reply
+        if rep is None or rep[0] != OK or rep[2] != total or sender.stray:
+            c["s_sender_problem"] += 1
+            detail.append("sender: close %r, other frames %r" %
+                          (rep, [v[:4] for v in sender.stray[:3]]))
+        for s, r in zip(subs, recvs):
+            lost = total - r.got()
+            c["s_lost"] += lost
+            c["s_duplicated"] += r.dup
+            c["s_reordered"] += r.reordered
+            c["s_corrupt"] += r.corrupt
+            if not r.end_ok():
+                c["s_end_not_ok"] += 1
+                detail.append("%s stream: %d OPENED, ENDs %r, %d DATA after the END" %
+                              (s.node.name, r.opened, [e[3:7] for e in r.ends], r.after_end))
+            if lost:
+                missing, at = [], 0
+                for x, y in r.spans + [(total, total)]:
+                    if x > at:
+                        missing.append("%d-%d" % (at, x))
+                    at = y
+                detail.append("%s stream: %d bytes lost (%s)" %
+                              (s.node.name, lost, " ".join(missing[:4])))
+            detail.extend("%s stream: %s" % (s.node.name, w) for w in r.where[:4])
+            ts = [t for t in r.times if t >= t_fail - 0.2]
+            sresume.append(max([0.0] + [b - a for a, b in zip(ts, ts[1:])]))
     for s in subs:
         s.close()
     takeover = t_takeover - t_fail
@@ -460,7 +693,10 @@ def trial(bench, pub, mode, k, rng):
         victim.start(seeds=seeds)
     bench.converge(newer={relay: before[relay]})
     return {"relay": relay, "backup": backup, "resume": resume, "takeover": takeover,
-            "counts": c, "detail": detail}
+            "counts": c, "detail": detail, "sresume": sresume, "sdetail": sdetail}
+
+
+COUNTED = ("pushes", "s_bytes")  # sizes, not problems
 
 
 def ranges(xs):
@@ -491,6 +727,12 @@ def main():
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--after", type=float, default=2.0, help="s of pushes after the takeover")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--stream-bytes", type=int, default=0,
+                    help="a byte stream of this size from n1 in flight at each failure")
+    ap.add_argument("--stream-rate", type=float, default=0.0,
+                    help="stream bytes per second (0: as fast as the relay's credit allows)")
+    ap.add_argument("--stream-timeout", type=float, default=300.0,
+                    help="s after the takeover the stream may take to end")
     ap.add_argument("--keep-rooms", action="store_true",
                     help="leave each trial's room (and its ring) in the cluster")
     ap.add_argument("-v", "--verbose", action="store_true",
@@ -504,21 +746,29 @@ def main():
     results = {}
     try:
         pub = Conn(bench.nodes["n1"], "pub")
-        print("failover_bench: %d nodes on 127.0.0.1, %.0f pushes/s, %d-byte payloads, seed %d, "
-              "vroomd %s" % (NODES, args.rate, 16 + len(PAD), seed, bench.vroomd), flush=True)
+        print("failover_bench: %d nodes on 127.0.0.1, %.0f pushes/s, %d-byte payloads, %s, "
+              "seed %d, vroomd %s" %
+              (NODES, args.rate, 16 + len(PAD), "a %d-byte stream from n1 (%s)" % (
+                  args.stream_bytes, "%.0f bytes/s" % args.stream_rate if args.stream_rate
+                  else "within credit") if args.stream_bytes else "no stream", seed,
+               bench.vroomd),
+              flush=True)
         for mode in args.modes.split(","):
             results[mode] = []
             for k in range(1, args.trials + 1):
                 r = trial(bench, pub, mode, k, rng)
                 results[mode].append(r)
                 c = r["counts"]
-                bad = ", ".join("%s %d" % (n, v) for n, v in c.items() if v and n != "pushes")
-                print("%-4s %2d relay %s (takeover by %s %.2f s): resume %s; %d pushes%s" %
+                bad = ", ".join("%s %d" % (n, v) for n, v in c.items()
+                                if v and n not in COUNTED)
+                print("%-4s %2d relay %s (takeover by %s %.2f s): resume %s; %d pushes%s%s" %
                       (mode, k, r["relay"], r["backup"], r["takeover"],
                        " ".join("%.3f" % x for x in r["resume"]), c["pushes"],
+                       "; stream resume %s" % " ".join("%.3f" % x for x in r["sresume"])
+                       if r["sresume"] else "",
                        "; " + bad if bad else ", nothing lost, duplicated or reordered"),
                       flush=True)
-                for line in r["detail"] if args.verbose else ():
+                for line in (r["sdetail"] + r["detail"]) if args.verbose else ():
                     print("        " + line, flush=True)
         print()
         for mode, rs in results.items():
@@ -528,20 +778,25 @@ def main():
             for r in rs:
                 for n, v in r["counts"].items():
                     tot[n] = tot.get(n, 0) + v
-            bad = sum(1 for r in rs if any(v for n, v in r["counts"].items() if n != "pushes"))
+            bad = sum(1 for r in rs if any(v for n, v in r["counts"].items() if n not in COUNTED))
             print("%s: %d trials, %d resume samples: p50 %.3f s, p99 %.3f s, max %.3f s; takeover "
                   "median %.2f s, max %.2f s" % (mode, len(rs), len(res), pct(res, 50),
                                                  pct(res, 99), max(res),
                                                  statistics.median(tk), max(tk)))
             print("%s: %d pushes; trials with a problem %d; %s" %
                   (mode, tot["pushes"], bad, ", ".join("%s %d" % (n, v) for n, v in tot.items()
-                                                       if n != "pushes")))
+                                                       if n not in COUNTED)))
+            sres = [x for r in rs for x in r["sresume"]]
+            if sres:
+                print("%s: stream of %d bytes per trial, %d resume samples: p50 %.3f s, p99 %.3f s, "
+                      "max %.3f s" % (mode, args.stream_bytes, len(sres), pct(sres, 50),
+                                      pct(sres, 99), max(sres)))
         print("total %.0f s; node logs in %s" % (time.monotonic() - t_start, bench.tmp))
         pub.close()
         ok = True
     finally:
         bench.cleanup(ok and not any(
-            any(v for n, v in r["counts"].items() if n != "pushes")
+            any(v for n, v in r["counts"].items() if n not in COUNTED)
             for rs in results.values() for r in rs))
 
 
