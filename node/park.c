@@ -142,7 +142,8 @@ int park_peer_frame(struct node *n, struct peer *from, const struct wire_msg *m,
 	return hold(n, NULL, from, id, raw, len);
 }
 
-void park_peer_gone(struct node *n, struct peer *from)
+/* Drops every held frame from c or from (whichever is not NULL). */
+static void drop_from(struct node *n, const struct conn *c, const struct peer *from)
 {
 	struct park *p = node_park(n);
 	struct heldq *qs[2] = {&p->list, &p->out};
@@ -150,7 +151,7 @@ void park_peer_gone(struct node *n, struct peer *from)
 		struct held *h, *next;
 		for (h = TAILQ_FIRST(qs[i]); h; h = next) {
 			next = TAILQ_NEXT(h, next);
-			if (h->p == from) {
+			if ((c && h->c == c) || (from && h->p == from)) {
 				TAILQ_REMOVE(qs[i], h, next);
 				p->n--;
 				p->bytes -= h->len;
@@ -158,6 +159,11 @@ void park_peer_gone(struct node *n, struct peer *from)
 			}
 		}
 	}
+}
+
+void park_peer_gone(struct node *n, struct peer *from)
+{
+	drop_from(n, NULL, from);
 }
 
 int park_maybe(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
@@ -228,20 +234,7 @@ void park_room_ready(struct node *n, const char *id)
 
 void park_conn_gone(struct node *n, struct conn *c)
 {
-	struct park *p = node_park(n);
-	struct heldq *qs[2] = {&p->list, &p->out};
-	for (int i = 0; i < 2; i++) {
-		struct held *h, *next;
-		for (h = TAILQ_FIRST(qs[i]); h; h = next) {
-			next = TAILQ_NEXT(h, next);
-			if (h->c == c) {
-				TAILQ_REMOVE(qs[i], h, next);
-				p->n--;
-				p->bytes -= h->len;
-				free(h);
-			}
-		}
-	}
+	drop_from(n, c, NULL);
 }
 
 void park_members_changed(struct node *n)

@@ -203,6 +203,17 @@ static int fwd_send(struct node *n, struct peer *p, uint64_t sid, const char *wh
 /* Whether session f->sid has kept requests waiting for a relay: then f
  * (not sent yet) waits behind them, so that they all go, again, in the
  * order the client sent them. */
+/* Keeps f (not sent) with the requests that wait for a relay. */
+static void keep_waiting(struct route *r, struct fwd *f, uint64_t now)
+{
+	f->p = NULL;
+	f->since = now;
+	r->norphans++;
+	TAILQ_INSERT_TAIL(&r->fwds, f, next);
+	r->nfwds++;
+	r->fwd_bytes += f->len;
+}
+
 static int behind_orphans(struct node *n, struct fwd *f)
 {
 	struct route *r = node_route(n);
@@ -214,12 +225,7 @@ static int behind_orphans(struct node *n, struct fwd *f)
 			break;
 	if (!o)
 		return 0;
-	f->p = NULL;
-	f->since = node_now_ms(n);
-	r->norphans++;
-	TAILQ_INSERT_TAIL(&r->fwds, f, next);
-	r->nfwds++;
-	r->fwd_bytes += f->len;
+	keep_waiting(r, f, node_now_ms(n));
 	return 1;
 }
 
@@ -238,12 +244,7 @@ static int behind_other_relay(struct node *n, struct fwd *f, struct peer *p)
 			break;
 	if (!o || !o->p || strcmp(peer_name(o->p), peer_name(p)) == 0)
 		return 0;
-	f->p = NULL;
-	f->since = node_now_ms(n);
-	r->norphans++;
-	TAILQ_INSERT_TAIL(&r->fwds, f, next);
-	r->nfwds++;
-	r->fwd_bytes += f->len;
+	keep_waiting(r, f, node_now_ms(n));
 	return 1;
 }
 
