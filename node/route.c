@@ -1191,7 +1191,9 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 		on_resume(n, p, m);
 		break;
 	case WIRE_STREAM_REATTACH:
-		streams_reattach(n, p, m);
+		/* Behind its NODE_SUB, which may be held for the room: so is it. */
+		if (!park_peer_frame(n, p, m, raw, len))
+			streams_reattach(n, p, m);
 		break;
 	case WIRE_NODE_STATS_REQ: stats_peer_request(n, p, m); break;
 	case WIRE_NODE_STATS: stats_peer_answer(node_stats(n), p, m); break;
