@@ -26,13 +26,13 @@ struct held {
 TAILQ_HEAD(heldq, held);
 
 struct park {
-	struct heldq list;	 /* arrival order */
-	struct heldq out;	 /* being handled now (release) */
+	struct heldq list; /* arrival order */
+	struct heldq out;  /* being handled now (release) */
 	size_t n, bytes;
-	int draining;		 /* handling held requests: hold nothing new */
-	uint64_t changed_ms;	 /* the last membership change */
-	uint64_t fenced_until;	 /* ms; 0: not fenced */
-	uint64_t last_check_ns;	 /* the last stall check */
+	int draining;		/* handling held requests: hold nothing new */
+	uint64_t changed_ms;	/* the last membership change */
+	uint64_t fenced_until;	/* ms; 0: not fenced */
+	uint64_t last_check_ns; /* the last stall check */
 	struct wire_dec *dec;
 };
 
@@ -88,8 +88,8 @@ static int held_for(const struct park *p, const char *id)
 {
 	const struct held *h;
 	TAILQ_FOREACH(h, &p->list, next)
-		if (memcmp(h->room, id, ROOM_ID_LEN) == 0)
-			return 1;
+	if (memcmp(h->room, id, ROOM_ID_LEN) == 0)
+		return 1;
 	return 0;
 }
 
@@ -130,8 +130,8 @@ static int hold(struct node *n, struct conn *c, struct peer *from, const char *i
 	return 1;
 }
 
-int park_peer_frame(struct node *n, struct peer *from, const struct wire_msg *m,
-		    const uint8_t *raw, size_t len)
+int park_peer_frame(struct node *n, struct peer *from, const struct wire_msg *m, const uint8_t *raw,
+		    size_t len)
 {
 	struct park *p = node_park(n);
 	if (!node_clus(n) || p->draining || m->f[0].s.len != ROOM_ID_LEN)
@@ -170,8 +170,7 @@ int park_maybe(struct node *n, struct conn *c, const struct wire_msg *m, const u
 	       size_t len)
 {
 	struct park *p = node_park(n);
-	if (!node_clus(n) || p->draining || !room_request(m->type) ||
-	    m->f[0].s.len != ROOM_ID_LEN)
+	if (!node_clus(n) || p->draining || !room_request(m->type) || m->f[0].s.len != ROOM_ID_LEN)
 		return 0;
 	const char *id = m->f[0].s.ptr;
 	/* A room this node just handed on, asked for by a node that has not

@@ -55,8 +55,8 @@ void park_free(struct park *p);
 int park_maybe(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
 	       size_t len);
 /* The same for a node's frame about a room (NODE_SUB m from peer from). */
-int park_peer_frame(struct node *n, struct peer *from, const struct wire_msg *m,
-		    const uint8_t *raw, size_t len);
+int park_peer_frame(struct node *n, struct peer *from, const struct wire_msg *m, const uint8_t *raw,
+		    size_t len);
 /* The link from is going: its held frames go with it. */
 void park_peer_gone(struct node *n, struct peer *from);
 /* Room id (ROOM_ID_LEN bytes) may be ready here: its held requests are
