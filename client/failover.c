@@ -224,7 +224,8 @@ static void flush(struct vroom *v, struct vroom_sub *s, int report_holes)
 	s->held = NULL;
 	s->nheld = s->capheld = s->held_bytes = 0;
 	s->resuming = 0;
-	qsort(h, n, sizeof(*h), cmp_held);
+	if (n) /* qsort's array may not be NULL, even empty */
+		qsort(h, n, sizeof(*h), cmp_held);
 	for (size_t i = 0; i < n && !v->free_asked; i++) {
 		if (based && h[i].seq <= last)
 			continue;
@@ -274,7 +275,8 @@ static int hold(struct vroom_sub *s, const struct vroom_push *p)
 		free(h->data);
 		return -1;
 	}
-	memcpy(h->data, p->data, p->len);
+	if (p->len) /* an empty push's data may be NULL */
+		memcpy(h->data, p->data, p->len);
 	s->nheld++;
 	s->held_bytes += p->len;
 	return 0;

@@ -742,7 +742,8 @@ void vroom_streams_on_data(struct vroom *v, const struct wire_msg *m)
 			r->buf = nb;
 			r->bufcap = cap;
 		}
-		memcpy(r->buf + r->buflen, p, len);
+		if (len) /* r->buf is still NULL before the first bytes */
+			memcpy(r->buf + r->buflen, p, len);
 		r->buflen += len;
 	}
 	for (size_t done = 0; r->fd >= 0 && done < len;) {
