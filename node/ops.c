@@ -168,6 +168,7 @@ void ops_create_id(struct node *n, struct conn *c, const struct wire_msg *m)
 	node_counters(n)->rooms_created++;
 	room_set_epoch(r, 1);
 	repl_room_state(n, r);
+	repl_room_created(n, r);
 	guard_room_added(node_guard(n), r);
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);

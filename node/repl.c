@@ -64,10 +64,15 @@ struct ack_due {
 };
 
 #define ACKS_DUE_MAX 256
+#define MISPLACED_MAX 1024
 
 struct repl {
 	struct ack_due due[ACKS_DUE_MAX];
 	size_t ndue;
+	/* Rooms created here while another node was first in their list (the
+	 * creating node's view lagged): handed over at the next sweep. */
+	char misplaced[MISPLACED_MAX][ROOM_ID_LEN];
+	size_t nmisplaced;
 	struct rooms *replicas; /* rooms backed up here */
 	struct smap *rings;	/* room id -> ring, for rooms relayed or backed up here */
 	TAILQ_HEAD(, held) held; /* accept order: per room, seq order */
@@ -346,10 +351,27 @@ void repl_touch(struct node *n, struct room *r)
 		repl_room_state(n, r);
 }
 
+static int rank_of(struct node *n, const char *id);
+static int hand_over(struct node *n, struct room *r);
+
+void repl_room_created(struct node *n, struct room *r)
+{
+	struct repl *rp = node_repl(n);
+	if (!node_clus(n) || rank_of(n, room_id(r)) == 0 || rp->nmisplaced == MISPLACED_MAX)
+		return;
+	memcpy(rp->misplaced[rp->nmisplaced++], room_id(r), ROOM_ID_LEN);
+}
+
 void repl_sweep(struct node *n)
 {
 	struct repl *rp = node_repl(n);
 	release_stuck(n);
+	for (size_t i = 0; i < rp->nmisplaced; i++) {
+		struct room *r = rooms_find(node_rooms(n), rp->misplaced[i], ROOM_ID_LEN);
+		if (r && rank_of(n, room_id(r)) != 0)
+			hand_over(n, r);
+	}
+	rp->nmisplaced = 0;
 	struct room *rep;
 	/* A replica that heard nothing for a while after its room would have
 	 * expired at the relay: its REPL_GONE was lost (the relay died first,

@@ -36,6 +36,10 @@ void repl_room_state(struct node *n, struct room *r);
 /* At the relay: r was active without a push (a stream): backups hear that
  * it lives, at most a few times per room idle timeout. */
 void repl_touch(struct node *n, struct room *r);
+/* A room was created here: if another node is first in its list (the
+ * creating client's node saw fewer members), the next sweep hands it over,
+ * since no membership change will. */
+void repl_room_created(struct node *n, struct room *r);
 /* Expires replicas whose relay went quiet for good (a lost REPL_GONE). */
 void repl_sweep(struct node *n);
 /* At the relay: r is being removed. */
