@@ -1,5 +1,7 @@
 #include "node/conn.h"
 
+#include "node/bevio.h"
+
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,39 +326,11 @@ static void read_more(struct conn *c, struct evbuffer *in)
 		if ((size_t)lim < want)
 			want = (size_t)lim;
 	}
-	struct evbuffer_iovec v[2];
-	/* A bufferevent keeps its input's end frozen except around its own
-	 * reads; this read does the same. */
-	evbuffer_unfreeze(in, 0);
-	int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
-	if (nv <= 0) {
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	struct iovec iov[2];
-	size_t room = 0;
-	for (int i = 0; i < nv; i++) {
-		size_t l = v[i].iov_len;
-		if (l > want - room)
-			l = want - room;
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = l;
-		room += l;
-	}
-	ssize_t got = readv(bufferevent_getfd(c->bev), iov, nv);
-	if (got > 0) {
-		size_t left = (size_t)got;
-		for (int i = 0; i < nv; i++) {
-			v[i].iov_len = left < iov[i].iov_len ? left : iov[i].iov_len;
-			left -= v[i].iov_len;
-		}
-		evbuffer_commit_space(in, v, nv);
-	}
-	evbuffer_freeze(in, 0);
-	if (got <= 0)
+	size_t got = bevio_read_more(c->bev, want);
+	if (got == 0)
 		return;
 	if (guard_bucket(node_guard(c->node)))
-		bufferevent_decrement_read_limit(c->bev, got);
+		bufferevent_decrement_read_limit(c->bev, (ev_ssize_t)got);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)

@@ -1,5 +1,7 @@
 #include "node/peer.h"
 
+#include "node/bevio.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,48 +254,9 @@ static void parse_plain(struct peer *p, size_t len)
 	}
 }
 
-/*
- * libevent 2.1 reads at most 4096 bytes per callback (EVBUFFER_MAX_READ),
- * so a busy link cost a loop turn per 4 KiB (node/conn.c read_more does the
- * same for clients). This tops the raw input up with one readv of up to
- * MAX_READ bytes into space reserved in it. Bounded: on_read opens every
- * complete message before it returns, so the input holds at most one
- * partial message plus MAX_READ. End of file and errors are left for
- * libevent's next read to report.
- */
-static void read_more(struct peer *p, struct evbuffer *in)
-{
-	struct evbuffer_iovec v[2];
-	/* A bufferevent keeps its input's end frozen except around its own
-	 * reads; this read does the same. */
-	evbuffer_unfreeze(in, 0);
-	int nv = evbuffer_reserve_space(in, MAX_READ, v, 2);
-	if (nv <= 0) {
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	struct iovec iov[2];
-	size_t room = 0;
-	for (int i = 0; i < nv; i++) {
-		size_t l = v[i].iov_len;
-		if (l > MAX_READ - room)
-			l = MAX_READ - room;
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = l;
-		room += l;
-	}
-	ssize_t got = readv(bufferevent_getfd(p->bev), iov, nv);
-	if (got > 0) {
-		size_t left = (size_t)got;
-		for (int i = 0; i < nv; i++) {
-			v[i].iov_len = left < iov[i].iov_len ? left : iov[i].iov_len;
-			left -= v[i].iov_len;
-		}
-		evbuffer_commit_space(in, v, nv);
-	}
-	evbuffer_freeze(in, 0);
-}
-
+/* Reads past libevent's 4 KiB per callback (node/bevio.h). Bounded:
+ * on_read opens every complete message before it returns, so the input
+ * holds at most one partial message plus MAX_READ. */
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct peer *p = arg;
@@ -314,7 +277,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 	}
 	/* A full 4 KiB read means more is likely waiting. */
 	if (!p->gone && evbuffer_get_length(raw) >= 4096)
-		read_more(p, raw);
+		bevio_read_more(p->bev, MAX_READ);
 	while (!p->gone) {
 		size_t avail = evbuffer_get_length(raw);
 		uint8_t lh[4];

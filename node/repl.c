@@ -24,6 +24,7 @@
 #define RING_MAX   8192
 #define REPLICA_GRACE_MS 30000 /* past the room idle timeout, for a replica */
 #define HOLD_MS		 2000  /* the longest a push waits for its backup's ack */
+#define HELD_BYTES	 (64u << 20) /* pushes waiting for acks, all rooms */
 
 /* One recent push: enough to replay it and to know it if it comes again. */
 struct entry {
@@ -76,7 +77,7 @@ struct repl {
 	struct rooms *replicas; /* rooms backed up here */
 	struct smap *rings;	/* room id -> ring, for rooms relayed or backed up here */
 	TAILQ_HEAD(, held) held; /* accept order: per room, seq order */
-	size_t nheld;
+	size_t nheld, held_bytes;
 };
 
 struct repl *repl_new(void)
@@ -219,20 +220,29 @@ static struct peer *first_backup(struct node *n, const char *id)
 	return clus_peer(node_clus(n), names[0]);
 }
 
+static void release(struct node *n, const char *id, uint64_t upto);
+
 int repl_hold(struct node *n, struct room *r, uint64_t seq, struct conn *c, uint64_t rid,
 	      struct blob *frame, size_t data_len, uint64_t t0_ns)
 {
 	struct repl *rp = node_repl(n);
 	if (!node_clus(n) || !first_backup(n, room_id(r)))
 		return 0; /* no backup to wait for */
-	struct held *h = malloc(sizeof(*h));
-	if (!h)
+	struct held *h = rp->held_bytes + blob_len(frame) <= HELD_BYTES ? malloc(sizeof(*h)) : NULL;
+	if (!h) {
+		/* Past the bound (a backup that acknowledges slower than
+		 * publishers push) or out of memory: this push goes now, after
+		 * the room's held ones (in order), without its ack; counted. */
+		node_counters(n)->repl_ack_timeouts++;
+		release(n, room_id(r), UINT64_MAX);
 		return 0;
+	}
 	*h = (struct held){.seq = seq, .rid = rid, .t0_ns = t0_ns, .since_ms = node_now_ms(n),
 			   .c = c, .frame = blob_ref(frame), .data_len = data_len};
 	memcpy(h->id, room_id(r), ROOM_ID_LEN);
 	TAILQ_INSERT_TAIL(&rp->held, h, next);
 	rp->nheld++;
+	rp->held_bytes += blob_len(frame);
 	return 1;
 }
 
@@ -249,6 +259,7 @@ static void release(struct node *n, const char *id, uint64_t upto)
 			continue;
 		TAILQ_REMOVE(&rp->held, h, next);
 		rp->nheld--;
+		rp->held_bytes -= blob_len(h->frame);
 		ops_push_done(n, r, h->c, h->rid, h->seq, h->frame, h->data_len, h->t0_ns);
 		blob_unref(h->frame);
 		free(h); /* (a consumer dropped by the fan-out only clears h->c of others) */
@@ -670,6 +681,7 @@ static void step_down(struct node *n, struct room *r, const char *by, uint64_t e
 			continue;
 		TAILQ_REMOVE(&rp->held, h, next);
 		rp->nheld--;
+		rp->held_bytes -= blob_len(h->frame);
 		if (h->c) {
 			if (conn_proxy_peer(h->c)) {
 				conn_error(h->c, h->rid, WIRE_E_MOVED, by);
