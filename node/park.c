@@ -99,6 +99,8 @@ static int expected(struct node *n, struct park *p, const char *id)
 	struct room *r = rooms_find(node_rooms(n), id, ROOM_ID_LEN);
 	if (r)
 		return (room_marks(r) & PARK_STALE) || repl_floor(n, r) > room_seq(r);
+	if (repl_pinned_to(n, id))
+		return 0; /* another node keeps it: requests go there */
 	if (repl_expects(n, id))
 		return 1;
 	struct clus *cl = node_clus(n);
@@ -170,17 +172,21 @@ int park_maybe(struct node *n, struct conn *c, const struct wire_msg *m, const u
 	       size_t len)
 {
 	struct park *p = node_park(n);
-	if (!node_clus(n) || p->draining || !room_request(m->type) || m->f[0].s.len != ROOM_ID_LEN)
+	int replay = m->type == WIRE_SUB_REPLAY;
+	if (!node_clus(n) || (!room_request(m->type) && !replay) || m->f[0].s.len != ROOM_ID_LEN)
 		return 0;
 	const char *id = m->f[0].s.ptr;
-	/* A room this node just handed on, asked for by a node that has not
-	 * heard yet: that node sends the request there (it kept it). */
+	/* A room this node just handed on, or that another node keeps while
+	 * this one comes first in its list (pinned by its streams), asked
+	 * for by a node: that node sends the request there (it kept it). */
 	const char *to;
 	if (conn_proxy_peer(c) && m->rid && !rooms_find(node_rooms(n), id, ROOM_ID_LEN) &&
-	    (to = repl_handed_to(n, id)) != NULL) {
+	    ((to = repl_handed_to(n, id)) != NULL || (to = repl_pinned_to(n, id)) != NULL)) {
 		conn_error(c, m->rid, WIRE_E_MOVED, to);
 		return 1;
 	}
+	if (replay || p->draining)
+		return 0;
 	/* A room with held requests holds the ones behind them too. */
 	if (!held_for(p, id) && !expected(n, p, id))
 		return 0;

@@ -39,6 +39,8 @@ struct ring {
 	uint64_t handed_ms; /* when this node last handed the room over (0: never) */
 	char handed_to[MEMB_NAME_MAX + 1];
 	char src[MEMB_NAME_MAX + 1]; /* a backup's: the relay that last sent the room's state */
+	int pinned; /* a backup's: src keeps relaying the room, though this node
+		     * comes first in its list, until its streams end */
 	uint64_t state_ms;  /* when this node, relaying it, last sent its state */
 	struct entry *e;
 	size_t head, len, cap, bytes;
@@ -70,8 +72,9 @@ struct ack_due {
 struct repl {
 	struct ack_due due[ACKS_DUE_MAX];
 	size_t ndue;
-	/* Rooms created here while another node was first in their list (the
-	 * creating node's view lagged): handed over at the next sweep. */
+	/* Rooms relayed here while another node is first in their list: made
+	 * here while the creating node's view lagged, or kept while they have
+	 * open streams (pinned): handed over at a sweep once they have none. */
 	char misplaced[MISPLACED_MAX][ROOM_ID_LEN];
 	size_t nmisplaced;
 	struct rooms *replicas; /* rooms backed up here */
@@ -310,7 +313,11 @@ static void release_stuck(struct node *n)
 	}
 }
 
-/* REPL_STATE; handover: the receiver is to relay the room from now on. */
+/* REPL_STATE; handover: STATE_HANDOVER, the receiver is to relay the room
+ * from now on; STATE_PINNED, this node relays it although it is not first
+ * in its list (its streams stay here until they end, see hand_over). */
+enum { STATE_PLAIN = 0, STATE_HANDOVER = 1, STATE_PINNED = 2 };
+static int rank_of(struct node *n, const char *id);
 static void enc_state(struct wire_buf *b, const struct room *r, int handover)
 {
 	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 7);
@@ -322,7 +329,7 @@ static void enc_state(struct wire_buf *b, const struct room *r, int handover)
 	msgpack_pack_uint64(pk, room_seq(r));
 	msgpack_pack_uint64(pk, room_created(r));
 	msgpack_pack_uint64(pk, room_epoch(r));
-	msgpack_pack_uint64(pk, handover ? 1 : 0);
+	msgpack_pack_uint64(pk, (uint64_t)handover);
 	wire_end(b, 0);
 }
 
@@ -346,7 +353,7 @@ void repl_room_state(struct node *n, struct room *r)
 	if (g)
 		g->state_ms = node_now_ms(n);
 	struct wire_buf *b = node_scratch(n);
-	enc_state(b, r, 0);
+	enc_state(b, r, rank_of(n, room_id(r)) > 0 ? STATE_PINNED : STATE_PLAIN);
 	to_backups(n, room_id(r), b->p, b->len);
 }
 
@@ -362,7 +369,6 @@ void repl_touch(struct node *n, struct room *r)
 		repl_room_state(n, r);
 }
 
-static int rank_of(struct node *n, const char *id);
 static int hand_over(struct node *n, struct room *r);
 
 void repl_room_created(struct node *n, struct room *r)
@@ -377,12 +383,18 @@ void repl_sweep(struct node *n)
 {
 	struct repl *rp = node_repl(n);
 	release_stuck(n);
-	for (size_t i = 0; i < rp->nmisplaced; i++) {
-		struct room *r = rooms_find(node_rooms(n), rp->misplaced[i], ROOM_ID_LEN);
+	/* hand_over may add a room back (it still has streams): a copy */
+	size_t k = rp->nmisplaced;
+	char(*ids)[ROOM_ID_LEN] = k ? malloc(k * sizeof(*ids)) : NULL;
+	if (ids)
+		memcpy(ids, rp->misplaced, k * sizeof(*ids));
+	rp->nmisplaced = 0;
+	for (size_t i = 0; ids && i < k; i++) {
+		struct room *r = rooms_find(node_rooms(n), ids[i], ROOM_ID_LEN);
 		if (r && rank_of(n, room_id(r)) != 0)
 			hand_over(n, r);
 	}
-	rp->nmisplaced = 0;
+	free(ids);
 	struct room *rep;
 	/* A replica that heard nothing for a while after its room would have
 	 * expired at the relay: its REPL_GONE was lost (the relay died first,
@@ -556,6 +568,9 @@ static struct room *promote(struct node *n, struct room *rep, const char *why)
 		     room_id(nr), (unsigned long long)room_seq(nr),
 		     (unsigned long long)room_epoch(nr), why);
 	}
+	struct ring *rg = ring_of(rp, room_id(rep), 0);
+	if (rg)
+		rg->pinned = 0;
 	rooms_destroy(rp->replicas, rep); /* the ring stays: nr's now */
 	if (nr) {
 		fill(n, nr); /* the backups learn the new epoch */
@@ -710,6 +725,19 @@ static void step_down(struct node *n, struct room *r, const char *by, uint64_t e
 	     (unsigned long long)upto, dropped);
 }
 
+/* Room r, relayed here, is relayed by p under a newer term, which keeps
+ * it (STATE_PINNED): this node steps down and gives it up at once, keeping
+ * its ring for the replica the state makes next; its subscribers follow it
+ * to p, and its streams (stale: the newer relay has them) end here. */
+static void yield(struct node *n, struct room *r, struct peer *p, uint64_t epoch)
+{
+	step_down(n, r, peer_name(p), epoch);
+	struct ring *g = ring_of(node_repl(n), room_id(r), 0);
+	if (g)
+		g->sig = 0;
+	route_room_moved(n, r, p, peer_name(p));
+}
+
 void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 {
 	struct repl *rp = node_repl(n);
@@ -720,9 +748,19 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 	switch (m->type) {
 	case WIRE_REPL_STATE: {
 		uint64_t epoch = m->nfields > 5 ? m->f[5].u : 0;
+		uint64_t mode = m->nfields > 6 ? m->f[6].u : STATE_PLAIN;
 		if (mine && epoch && epoch < room_epoch(mine)) {
 			nack(n, p, room_id(mine), room_epoch(mine)); /* a stale relay */
 			return;
+		}
+		if (mine && mode == STATE_PINNED && epoch > room_epoch(mine)) {
+			/* A newer relay keeps the room while its streams last,
+			 * and this node, first in the list, backs it up: the
+			 * copy here (a stall, or a cut) goes, its subscribers
+			 * follow the room there. */
+			yield(n, mine, p, epoch);
+			mine = NULL;
+			r = rooms_find(rp->replicas, S(m->f[0]));
 		}
 		if (mine) {
 			/* Another node relayed it meanwhile (this node was cut
@@ -764,13 +802,17 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 			room_set_epoch(r, epoch);
 		room_touch(rp->replicas, r, node_now_ms(n));
 		struct ring *src = ring_of(rp, room_id(r), 1);
-		if (src)
+		if (src) {
 			snprintf(src->src, sizeof(src->src), "%s", peer_name(p));
+			src->pinned = mode == STATE_PINNED;
+		}
 		/* Handed over (a node joined, or this one came back first in
 		 * the room's list): take it now. A state sent to a backup is
 		 * not a hand-over, whatever this node's view says. */
-		if (m->nfields > 6 && m->f[6].u == 1)
+		if (mode == STATE_HANDOVER)
 			promote(n, r, "handed over");
+		else if (mode == STATE_PINNED)
+			park_room_ready(n, room_id(r)); /* held requests go there */
 		return;
 	}
 	case WIRE_REPL_PUSH: {
@@ -860,6 +902,31 @@ uint64_t repl_floor(struct node *n, const struct room *r)
 	return g ? g->floor : 0;
 }
 
+/* A room with open byte streams stays with its relay until they end (a
+ * stream does not move mid-way): the node first in its list backs it up
+ * meanwhile, knowing from the state (STATE_PINNED) that this node relays
+ * it, and sends requests for it here (`moved`); the sweep hands the room
+ * over once its streams are done. -1: not handed over. */
+static int pin(struct node *n, struct room *r, const char *first)
+{
+	struct repl *rp = node_repl(n);
+	size_t i = 0;
+	while (i < rp->nmisplaced && memcmp(rp->misplaced[i], room_id(r), ROOM_ID_LEN) != 0)
+		i++;
+	if (i == rp->nmisplaced && i < MISPLACED_MAX) /* else the next membership change */
+		memcpy(rp->misplaced[rp->nmisplaced++], room_id(r), ROOM_ID_LEN);
+	if (room_marks(r) & REPL_PINNED)
+		return -1;
+	room_set_marks(r, room_marks(r) | REPL_PINNED);
+	/* the node first in the list is a backup now: it gets it all */
+	fill(n, r);
+	vlog(node_log(n), LOG_NOTICE,
+	     "room %.6s...: %s comes first in its list now; relayed here until its %zu open "
+	     "stream(s) end",
+	     room_id(r), first, room_streams(r));
+	return -1;
+}
+
 /* Hands a room this node relays to the node now first in its list: its
  * state and ring go there, this node keeps it as a backup (or forgets it),
  * and its local subscribers follow it through a mirror. */
@@ -874,11 +941,13 @@ static int hand_over(struct node *n, struct room *r)
 	struct peer *p = clus_peer(cl, names[0]);
 	if (!p)
 		return -1;
+	if (room_streams(r))
+		return pin(n, r, names[0]);
 	/* Pushes waiting for the old backup's ack: the new relay gets them in
 	 * the ring, the subscribers here now. */
 	release(n, room_id(r), UINT64_MAX);
 	struct wire_buf *b = node_scratch(n);
-	enc_state(b, r, 1);
+	enc_state(b, r, STATE_HANDOVER);
 	peer_send(p, b->p, b->len);
 	struct ring *g = ring_of(rp, room_id(r), 0);
 	for (size_t i = 0; g && i < g->len; i++) {
@@ -925,6 +994,16 @@ static int source_alive(struct node *n, const char *id)
 	return m && (m->state == MEMB_ALIVE || m->state == MEMB_SUSPECT);
 }
 
+const char *repl_pinned_to(struct node *n, const char *id)
+{
+	struct repl *rp = node_repl(n);
+	struct ring *g = ring_of(rp, id, 0);
+	if (!g || !g->pinned || !rooms_find(rp->replicas, id, ROOM_ID_LEN) ||
+	    !source_alive(n, id))
+		return NULL;
+	return g->src;
+}
+
 void repl_members_changed(struct node *n)
 {
 	struct clus *cl = node_clus(n);
@@ -955,10 +1034,13 @@ void repl_members_changed(struct node *n)
 	pos = 0;
 	while ((r = rooms_next(node_rooms(n), &pos)) != NULL) {
 		if (rank_of(n, room_id(r)) != 0) {
-			if (hand_over(n, r) == 0)
+			if (hand_over(n, r) == 0) {
 				pos = 0; /* r is gone */
-			continue;
+				continue;
+			}
+		} else {
+			room_set_marks(r, room_marks(r) & ~REPL_PINNED);
 		}
-		fill(n, r);
+		fill(n, r); /* pinned, or first: its backups */
 	}
 }

@@ -28,6 +28,10 @@ struct blob;
 struct repl;
 struct wire_msg;
 
+/* A room mark (room_marks()): relayed here while another node comes first
+ * in its list, because it has open streams (repl.c pin()). */
+#define REPL_PINNED 16u
+
 struct repl *repl_new(void);
 void repl_free(struct repl *r);
 
@@ -88,6 +92,10 @@ int repl_expects(struct node *n, const char *id);
 /* The node this node handed room id over to in the last PARK_WINDOW_MS, or
  * NULL. */
 const char *repl_handed_to(struct node *n, const char *id);
+/* The live node that keeps room id (ROOM_ID_LEN bytes) while this node,
+ * backing it up, comes first in its list (its state said so: pinned by open
+ * streams), or NULL. */
+const char *repl_pinned_to(struct node *n, const char *id);
 /* The room's backups as this node sees the cluster (names, this node
  * left out), at most max: the first is the one whose acks count. */
 size_t repl_backups(struct node *n, const char *id, const char **names, size_t max);

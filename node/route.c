@@ -26,6 +26,8 @@
 #define ORPHAN_MS  5000	      /* how long a mirror or request waits for a new relay */
 #define FWDQ_MAX   65536      /* forwarded requests kept until answered */
 #define FWDQ_BYTES (64u << 20)
+#define HINTS	   256	/* rooms whose relay is not the one placement names */
+#define HINT_MS	   3000 /* how long a `moved` is believed */
 
 /* A request sent to a relay and not yet answered: kept so that it can be
  * sent again if the relay goes (the relay knows a push it already took by
@@ -48,6 +50,18 @@ struct mirror_meta {
 	char id[ROOM_ID_LEN + 1];
 	char relay[65];
 	uint64_t orphan_since; /* 0: attached */
+	int stays; /* stayed with its relay, though placement names another,
+		    * while streams flowed from it (reattach): checked again */
+};
+
+/* A relay named by a `moved` answer: requests for the room go there, not
+ * where placement says, for HINT_MS (a room pinned by its streams, repl.c,
+ * or handed on before this node heard). A hint is only a shortcut: a wrong
+ * one costs a `moved` more. */
+struct hint {
+	char room[ROOM_ID_LEN];
+	char relay[MEMB_NAME_MAX + 1];
+	uint64_t ms;
 };
 
 /* A local client's first subscription to a mirror, waiting for the relay. */
@@ -55,6 +69,7 @@ struct pend {
 	uint64_t rid; /* on the link */
 	struct peer *p;
 	uint64_t sid, client_rid;
+	int moves; /* times the node asked answered `moved` */
 	int quiet; /* the client's answer comes from its SUB_REPLAY, not from here */
 	char room[ROOM_ID_LEN + 1];
 	TAILQ_ENTRY(pend) next;
@@ -70,6 +85,7 @@ struct route {
 	size_t nfwds, fwd_bytes;
 	size_t norphans; /* kept requests waiting for a relay (p NULL) */
 	struct smap *meta; /* mirror id -> struct mirror_meta */
+	struct hint hints[HINTS]; /* by a hash of the room id */
 	uint64_t next_rid;
 	struct wire_buf buf;	/* frames this module encodes */
 	struct wire_dec *inner; /* decodes the frame inside a FWD */
@@ -371,6 +387,62 @@ static void meta_drop(struct route *r, const char *id)
 	free(smap_del(r->meta, id, ROOM_ID_LEN));
 }
 
+static struct hint *hint_slot(struct route *r, const char *id)
+{
+	/* room ids are random: their first bytes spread well enough */
+	unsigned h = 0;
+	for (size_t i = 0; i < 8; i++)
+		h = h * 31 + (unsigned char)id[i];
+	return &r->hints[h % HINTS];
+}
+
+static void hint_set(struct node *n, const char *id, const char *relay)
+{
+	struct hint *h = hint_slot(node_route(n), id);
+	memcpy(h->room, id, ROOM_ID_LEN);
+	snprintf(h->relay, sizeof(h->relay), "%s", relay);
+	h->ms = node_now_ms(n);
+}
+
+/* The link to the node that relays room id (len bytes) as far as this node
+ * knows, or NULL when it is this node (or nobody yet). Placement names the
+ * relay, except: a room this node relays is its own, wherever it comes in
+ * the list (pinned by its streams, or made here while views differed); a
+ * room this node comes first for but backs up for a relay that keeps it
+ * (repl_pinned_to); a room a `moved` named another relay for (a hint). */
+static struct peer *route_to(struct node *n, const char *id, size_t len)
+{
+	struct clus *cl = node_clus(n);
+	struct peer *p = clus_route(cl, id, len);
+	if (len != ROOM_ID_LEN)
+		return p;
+	if (rooms_find(node_rooms(n), id, len))
+		return NULL;
+	const char *to = NULL;
+	if (!p) {
+		to = repl_pinned_to(n, id);
+	} else {
+		struct hint *h = hint_slot(node_route(n), id);
+		if (memcmp(h->room, id, ROOM_ID_LEN) == 0 && node_now_ms(n) - h->ms < HINT_MS)
+			to = h->relay;
+	}
+	struct peer *q = to && strcmp(to, clus_self(cl)) != 0 ? clus_peer(cl, to) : NULL;
+	return q ? q : p;
+}
+
+/* The link to the relay a mirror is subscribed at (its counts go there),
+ * else where route_to says. */
+static struct peer *mirror_peer(struct node *n, struct room *mr)
+{
+	struct route *r = node_route(n);
+	struct mirror_meta *mm = meta_of(r, room_id(mr), 0);
+	struct peer *p;
+	if (mm && mm->relay[0] && !mm->orphan_since &&
+	    (p = clus_peer(node_clus(n), mm->relay)) != NULL)
+		return p;
+	return route_to(n, room_id(mr), ROOM_ID_LEN);
+}
+
 /*
  * SUBSCRIBE with `after` to a room relayed elsewhere: a client resuming (its
  * library moved here from another node). It has joined the mirror, which
@@ -471,7 +543,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		 * (maybe this node) to create the room under it. */
 		char id[ROOM_ID_LEN + 1];
 		room_id_generate(id);
-		if (!(p = clus_route(cl, id, ROOM_ID_LEN))) {
+		if (!(p = route_to(n, id, ROOM_ID_LEN))) {
 			struct wire_msg local = {.type = WIRE_CREATE_ID, .rid = m->rid, .nfields = 1};
 			local.f[0].s.ptr = id;
 			local.f[0].s.len = ROOM_ID_LEN;
@@ -494,7 +566,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 	case WIRE_INFO:
 	case WIRE_PUSH:
 	case WIRE_STREAM_OPEN:
-		if (!(p = clus_route(cl, S(m->f[0])))) {
+		if (!(p = route_to(n, S(m->f[0])))) {
 			/* Relayed here (or nowhere yet): still behind the session's
 			 * requests that wait for a relay. */
 			if (m->type != WIRE_STREAM_OPEN && m->rid && node_route(n)->norphans &&
@@ -511,11 +583,16 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		if (forward(n, p, c, raw, len, m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
-	case WIRE_SUBSCRIBE:
-		if (!(p = clus_route(cl, S(m->f[0]))))
+	case WIRE_SUBSCRIBE: {
+		if (!(p = route_to(n, S(m->f[0]))))
 			return 0;
+		/* a mirror already subscribed somewhere: there */
+		struct room *mr = rooms_find(node_route(n)->mirrors, S(m->f[0]));
+		if (mr)
+			p = mirror_peer(n, mr);
 		mirror_subscribe(n, c, m, p);
 		return 1;
+	}
 	case WIRE_UNSUBSCRIBE: {
 		struct room *mr = rooms_find(node_route(n)->mirrors, S(m->f[0]));
 		if (mr && conn_find_sub(c, mr)) {
@@ -523,7 +600,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 			return 1;
 		}
 		/* Not subscribed here: the relay says whether the room exists. */
-		if (!(p = clus_route(cl, S(m->f[0]))))
+		if (!(p = route_to(n, S(m->f[0]))))
 			return 0;
 		if (forward(n, p, c, raw, len, NULL) < 0)
 			fail_unreachable(c, m->rid);
@@ -562,7 +639,13 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 	return 0;
 }
 
-/* A relay handed the room to another node before this node heard: the
+static void no_send(void *arg, const uint8_t *frame, size_t len)
+{
+	(void)arg, (void)frame, (void)len;
+}
+
+/* A relay handed the room to another node before this node heard (or
+ * keeps it while another node comes first in its list): the
  * request goes there (a few times at most), in the order the answers
  * come, which is the order the requests went. Returns 0 to give the
  * client the error instead. */
@@ -589,6 +672,14 @@ static int moved(struct node *n, struct conn *c, struct fwd *fw, const struct wi
 	fw->moves++;
 	fw->p = p;
 	conn_note_peer(c, p);
+	if (fw->has_room)
+		hint_set(n, fw->room, name); /* the session's next requests go there */
+	struct wire_msg m;
+	size_t used;
+	if (fw->type == WIRE_STREAM_OPEN &&
+	    wire_parse(node_route(n)->inner, fw->frame, fw->len, &m, &used) == WIRE_OK_)
+		/* its chunks follow it (nothing is kept before the OK) */
+		conn_rstream_resume(c, S(m.f[1]), p, 0, no_send, NULL);
 	return 1;
 }
 
@@ -630,8 +721,10 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 				node_counters(n)->dup_replies++;
 				return;
 			}
+			/* `moved`: the node did not act on it, so any request
+			 * may go again, to the relay it names */
 			int move = in.type == WIRE_ERROR && in.f[0].u == WIRE_E_MOVED;
-			if (move && fw->resend && moved(n, c, fw, &in.f[1].s)) {
+			if (move && moved(n, c, fw, &in.f[1].s)) {
 				if (r->norphans)
 					resend(n); /* those behind it may go now */
 				return;
@@ -658,6 +751,41 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 	conn_send_raw(c, (const uint8_t *)f->ptr, f->len);
 }
 
+static void attach(struct node *n, struct room *mr, struct peer *p);
+
+/* A NODE_SUB answered `moved` (the room is kept by another relay, see
+ * repl.c pin()): asked again there, the mirror subscribed there. 0 if it
+ * cannot be (then the answer is an error like any other). */
+static int sub_moved(struct node *n, struct pend *pd, const struct wire_str *to)
+{
+	struct route *r = node_route(n);
+	char name[MEMB_NAME_MAX + 1];
+	struct room *mr = rooms_find(r->mirrors, pd->room, ROOM_ID_LEN);
+	struct mirror_meta *mm = meta_of(r, pd->room, 0);
+	struct peer *p;
+	if (!mr || !mm || pd->moves >= 8 || to->len == 0 || to->len > MEMB_NAME_MAX)
+		return 0;
+	memcpy(name, to->ptr, to->len);
+	name[to->len] = '\0';
+	if (!(p = clus_peer(node_clus(n), name)) || p == pd->p)
+		return 0;
+	snprintf(mm->relay, sizeof(mm->relay), "%s", name);
+	mm->orphan_since = 0;
+	hint_set(n, pd->room, name);
+	if (!pd->sid) {
+		/* a re-attachment: all of it, streams included */
+		free(pd);
+		attach(n, mr, p);
+		return 1;
+	}
+	pd->p = p;
+	pd->rid = route_new_rid(n);
+	pd->moves++;
+	TAILQ_INSERT_TAIL(&r->pends, pd, next);
+	node_sub(n, p, room_id(mr), room_sub_count(mr), pd->rid, 0, 0);
+	return 1;
+}
+
 /* The relay's answer to a NODE_SUB that a client waits for. */
 static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_msg *m)
 {
@@ -669,6 +797,9 @@ static void on_node_sub_reply(struct node *n, struct peer *p, const struct wire_
 	if (!pd)
 		return;
 	TAILQ_REMOVE(&r->pends, pd, next);
+	if (m->type == WIRE_ERROR && m->nfields > 1 && m->f[0].u == WIRE_E_MOVED &&
+	    sub_moved(n, pd, &m->f[1].s))
+		return;
 	struct conn *c = pd->sid ? conns_find_sid(node_conns(n), pd->sid) : NULL;
 	if (m->type == WIRE_OK && m->nfields > 0 &&
 	    m->f[0].o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -858,11 +989,17 @@ static void on_data(struct node *n, struct peer *p, const struct wire_msg *m, co
 	struct strm *s = strms_find(node_route(n)->rstrms, S(m->f[0]));
 	const struct wire_str *data = &m->f[2].s;
 	uint64_t off = m->f[1].u;
-	if (!s || strm_sender(s) != p) {
+	if (!s) {
 		/* No receiver here: let the relay's window move on. */
 		send_ack(n, p, S(m->f[0]), off + data->len);
 		return;
 	}
+	if (strm_sender(s) != p)
+		/* From a relay this mirror no longer follows (it went to
+		 * another while views differed): not acknowledged, so that
+		 * relay still keeps the bytes should the mirror come back
+		 * (STREAM_REATTACH, streams_reattach). */
+		return;
 	if (strm_closing(s, NULL))
 		return;
 	if (off != strm_offset(s)) {
@@ -870,12 +1007,18 @@ static void on_data(struct node *n, struct peer *p, const struct wire_msg *m, co
 		 * where it holds the stream: what is here already is dropped,
 		 * so no receiver sees a byte twice; a gap ends the stream. */
 		if (off > strm_offset(s)) {
+			/* Live bytes that passed the relay's replay of what
+			 * this node lacks (sent before it read the
+			 * STREAM_REATTACH): the replay covers them. */
+			if (strm_resync(s))
+				return;
 			vlog(node_log(n), LOG_WARN,
 			     "stream %s: bytes at %llu, expected %llu; ended", strm_id(s),
 			     (unsigned long long)off, (unsigned long long)strm_offset(s));
 			end_relayed(n, s, "bytes lost in a failover");
 			return;
 		}
+		strm_set_resync(s, 0);
 		if (off + data->len <= strm_offset(s))
 			return;
 		size_t skip = (size_t)(strm_offset(s) - off);
@@ -888,6 +1031,7 @@ static void on_data(struct node *n, struct peer *p, const struct wire_msg *m, co
 		blob_unref(tail);
 		return;
 	}
+	strm_set_resync(s, 0);
 	strm_append(s, data->ptr, data->len, node_now_ms(n));
 	rs_fan_out(s, raw, len, data->len);
 }
@@ -996,6 +1140,15 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 {
 	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
 	struct wire_buf *b = node_scratch(n);
+	/* A room another node keeps while this one comes first in its list
+	 * (pinned by its streams): subscribe there. */
+	const char *to;
+	if (!r && m->rid && m->f[0].s.len == ROOM_ID_LEN &&
+	    (to = repl_pinned_to(n, m->f[0].s.ptr)) != NULL) {
+		wire_enc_error(b, m->rid, WIRE_E_MOVED, to);
+		peer_send(p, b->p, b->len);
+		return;
+	}
 	/* A room about to be relayed here (or catching up): the node waits
 	 * with the clients' requests, in order. */
 	if (park_peer_frame(n, p, m, raw, len))
@@ -1338,6 +1491,7 @@ static void attach(struct node *n, struct room *mr, struct peer *p)
 		if (strm_room(s) != mr || strm_closing(s, NULL))
 			continue;
 		strm_set_sender(s, p);
+		strm_set_resync(s, 1);
 		strm_set_credit_sent(s, strm_acked(s) + node_cfg(n)->stream_window);
 		wire_buf_reset(&r->buf);
 		msgpack_packer *pk = wire_begin(&r->buf, WIRE_STREAM_REATTACH, 0, 4);
@@ -1348,6 +1502,20 @@ static void attach(struct node *n, struct room *mr, struct peer *p)
 		wire_end(&r->buf, 0);
 		peer_send(p, r->buf.p, r->buf.len);
 	}
+}
+
+/* Whether streams of mirror mr come in from its relay (named relay) over a
+ * live link. */
+static int flowing(struct route *r, struct room *mr, const char *relay)
+{
+	size_t pos = 0;
+	struct strm *s;
+	while ((s = strms_next(r->rstrms, &pos)) != NULL) {
+		struct peer *p = strm_sender(s);
+		if (strm_room(s) == mr && p && !peer_is_gone(p) && strcmp(peer_name(p), relay) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 /* Points a mirror at its relay as placement now has it: a new relay (or a
@@ -1362,8 +1530,17 @@ static void reattach(struct node *n, struct room *mr, struct mirror_meta *mm)
 		return;
 	if (strcmp(relay, clus_self(cl)) == 0)
 		return; /* this node took the room over: route_took_over */
+	mm->stays = 0;
 	if (!mm->orphan_since && strcmp(relay, mm->relay) == 0)
 		return;
+	/* A stream flowing from a relay that lives goes on from it: that
+	 * relay keeps the room until its streams end (repl.c pin()), then
+	 * hands it over and says so (ROOM_MOVED). Moving now would drop its
+	 * bytes on the way. */
+	if (!mm->orphan_since && mm->relay[0] && flowing(node_route(n), mr, mm->relay)) {
+		mm->stays = 1;
+		return;
+	}
 	struct peer *p = clus_peer(cl, relay);
 	if (!p)
 		return;
@@ -1380,7 +1557,7 @@ static void reattach(struct node *n, struct room *mr, struct mirror_meta *mm)
 static void resend_replay(struct node *n, struct conn *c, const struct wire_msg *m,
 			  const uint8_t *frame, size_t len)
 {
-	struct peer *p = clus_route(node_clus(n), S(m->f[0]));
+	struct peer *p = route_to(n, S(m->f[0]));
 	struct room *room;
 	if (p) {
 		if (forward(n, p, c, frame, len,
@@ -1594,7 +1771,7 @@ void route_sweep(struct node *n)
 	size_t pos = 0;
 	struct mirror_meta *mm;
 	while ((mm = smap_next(r->meta, &pos)) != NULL) {
-		if (!mm->orphan_since)
+		if (!mm->orphan_since && !mm->stays)
 			continue;
 		struct room *mr = rooms_find(r->mirrors, mm->id, ROOM_ID_LEN);
 		if (!mr)
@@ -1713,8 +1890,7 @@ void route_flush(struct node *n)
 		unsigned marks = room_marks(mr);
 		if (!(marks & ROUTE_DIRTY) && room_sub_count(mr))
 			continue;
-		struct peer *p = cl && !(marks & ROUTE_GONE) ? clus_route(cl, room_id(mr), ROOM_ID_LEN)
-							     : NULL;
+		struct peer *p = cl && !(marks & ROUTE_GONE) ? mirror_peer(n, mr) : NULL;
 		if (p)
 			node_sub(n, p, room_id(mr), room_sub_count(mr), 0, 0, 0);
 		room_set_marks(mr, marks & ~ROUTE_DIRTY);

@@ -7,6 +7,7 @@
 #include "node/guard.h"
 #include "node/node.h"
 #include "node/clus.h"
+#include "node/park.h"
 #include "node/peer.h"
 #include "node/repl.h"
 #include "node/srepl.h"
@@ -155,10 +156,19 @@ static void end_stream(struct node *n, struct strm *s, const char *status, const
 	 * its streams, this one among them: hold s, and end it here only if
 	 * it is still open afterwards. */
 	strm_ref(s);
-	srepl_end(n, s);
 	struct conn *sender = strm_sender(s);
 	uint64_t rid;
-	if (strm_closing(s, &rid)) {
+	/* A room fenced (this node stalled, or a newer relay spoke): the
+	 * newer relay most likely has the stream, and its receivers go on
+	 * there. It ends here without a word to them or to the backups
+	 * (whose replica may be the newer relay's). */
+	int fenced = strm_room(s) && (room_marks(strm_room(s)) & PARK_STALE);
+	if (!fenced)
+		srepl_end(n, s);
+	if (fenced) {
+		vlog(node_log(n), LOG_INFO, "stream %s of a fenced room: dropped here (%s)",
+		     strm_id(s), reason);
+	} else if (strm_closing(s, &rid)) {
 		/* The receivers already have their END (ok) and every byte was
 		 * handed on: the close stands, and its reply is due now. */
 		if (sender) {
@@ -218,6 +228,19 @@ static struct strm *own_stream(struct node *n, struct conn *c, const struct wire
 		strm_set_sender(s, c);
 		strm_set_claim_sid(s, 0);
 		strm_touch(s, node_now_ms(n));
+	}
+	if (s && conn_proxy_peer(c) && strm_room(s) && (room_marks(strm_room(s)) & PARK_STALE)) {
+		/* A room fenced (this node stalled): a newer relay most likely
+		 * took the stream over and tells the sender's node where to
+		 * send (STREAM_RESUME); that node keeps the chunks and the
+		 * close until then. Bytes taken here would reach receivers
+		 * that went on elsewhere. */
+		if (m->type == WIRE_STREAM_ABORT) {
+			struct wire_buf *b = node_scratch(n);
+			wire_enc_ok_nil(b, m->rid);
+			conn_send(c, b);
+		}
+		return NULL;
 	}
 	if (!s || strm_sender(s) != c) {
 		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM, "no open stream of yours has this id");
@@ -653,9 +676,19 @@ void streams_reattach(struct node *n, struct peer *p, const struct wire_msg *m)
 		end_for_peer(n, p, S(m->f[1]), pos, "the stream was lost with its relay");
 		return;
 	}
-	for (size_t i = 0; i < strm_receivers(s); i++)
-		if (strm_receiver(s, i) == sub)
-			return; /* has it */
+	for (size_t i = 0; i < strm_receivers(s); i++) {
+		if (strm_receiver(s, i) != sub)
+			continue;
+		/* It has the stream, maybe with a gap: it followed another
+		 * relay for a while (views differed) and dropped what came
+		 * from here meanwhile, unacknowledged. What it lacks goes
+		 * again; it drops what it has. */
+		if (pos < strm_buf_base(s))
+			end_for_peer(n, p, S(m->f[1]), pos, "bytes lost in a failover");
+		else if (pos < strm_offset(s))
+			replay(n, s, sub, pos);
+		return;
+	}
 	strm_wait_del(s, peer_name(p));
 	if (pos > strm_offset(s))
 		pos = strm_offset(s); /* it drops what it has */

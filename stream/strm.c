@@ -34,6 +34,7 @@ struct strm {
 	uint64_t repl_upto;   /* the first backup holds the bytes up to here */
 	uint64_t limit_floor; /* the sender may send up to here whatever acked is */
 	uint64_t claim_sid;   /* taken over: the sender's session, to claim it */
+	int resync;	      /* re-attaching: bytes past the offset wait for a replay */
 	struct bufc {
 		uint64_t off;
 		size_t len;
@@ -412,6 +413,16 @@ void strm_set_offset(struct strm *s, uint64_t offset)
 void strm_set_limit_floor(struct strm *s, uint64_t limit)
 {
 	s->limit_floor = limit;
+}
+
+void strm_set_resync(struct strm *s, int on)
+{
+	s->resync = on;
+}
+
+int strm_resync(const struct strm *s)
+{
+	return s->resync;
 }
 
 void strm_set_claim_sid(struct strm *s, uint64_t sid)

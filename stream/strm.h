@@ -98,6 +98,11 @@ void strm_set_limit_floor(struct strm *s, uint64_t limit);
  * about it from a connection with this session id claims it (0: none). */
 void strm_set_claim_sid(struct strm *s, uint64_t sid);
 uint64_t strm_claim_sid(const struct strm *s);
+/* A stream a node receives from a relay, re-attaching (STREAM_REATTACH
+ * sent): bytes past its offset are dropped, not a gap, until the relay's
+ * replay from the offset comes in. */
+void strm_set_resync(struct strm *s, int on);
+int strm_resync(const struct strm *s);
 /* The streaming XXH3 state as bytes (nodes of one build only): export
  * copies at most cap bytes and returns the size; import takes exactly that
  * size, else -1. */

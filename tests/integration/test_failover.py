@@ -1168,6 +1168,65 @@ def case_node_joins():
     cl.shutdown()
 
 
+def case_node_joins_streams():
+    """A node joins while byte streams flow in rooms that move to it: each
+    such room stays with its relay until its stream ends (nothing of a
+    stream moves mid-way), then goes to the new node; every stream reaches
+    every receiver intact, and the pushes in the same rooms too."""
+    cl = Cluster("k", 4)
+    pub = cl.client("k1", "pub")
+    # 24 rooms: one at least moves to k5 but in 0.8^24 = 0.5 % of runs
+    rooms = [ok(pub, CREATE) for _ in range(24)]
+    before = {room: place(pub, room)["relay"] for room in rooms}
+    subs = [cl.client(n, "sub-" + n) for n in cl.nodes]
+    subscribe_all(subs, rooms)
+    total = 1 << 20
+    load = Load(pub, rooms, subs, 1600, "kjoin")
+    sts = []
+    for i, room in enumerate(rooms):
+        snd = cl.client("k%d" % (1 + i % 4), "pub")
+        st = Streamer(snd, room, "kj%d" % i, total, 1600 * PUSH_EVERY * 0.8)
+        load.extra.append(snd)
+        load.hooks.append(st.step)
+        sts.append(st)
+    load.run_until(lambda: all(st.off >= total // 4 for st in sts) and load.sent() >= 150, 60,
+                   "a quarter of every stream")
+    check(all(st.off < total for st in sts), "a stream was over before the join")
+    cl.add("k5", seeds=cl["k2"].caddr, wait=False)
+    load.run_until(lambda: all(len(members(n)) == 5 and
+                               all(v == "alive" for v in members(n).values())
+                               for n in cl.live()), CONVERGE_S, "k5 joining")
+    load.run_until(lambda: all(st.reply is not None for st in sts) and
+                   all(stream_ended(load, s, st.sid) for s in subs for st in sts), 120,
+                   "every stream's end everywhere")
+    load.finish()
+    after = {room: place(pub, room)["relay"] for room in rooms}
+    moved = [room for room in rooms if before[room] != after[room]]
+    check(all(after[room] == "k5" for room in moved), "rooms moved elsewhere than to k5")
+    for st in sts:
+        check(st.reply[0] == OK and st.reply[2] == total, "%s: the close: %s" %
+              (st.sid, brief(st.reply)))
+        check_stream(load, subs, st)
+    kept = 0
+    for room in moved:
+        old = cl[before[room]]
+        if log_has(old, r"room %s\.\.\.: k5 comes first in its list now" % re.escape(room[:6])):
+            kept += 1
+            check(log_has(old, r"handed room %s\.\.\. \(seq \d+\) over to k5" %
+                          re.escape(room[:6]), timeout=10),
+                  "%s kept room %s for its stream but never handed it to k5" %
+                  (before[room], room[:6]))
+    for s in subs:
+        load.other[id(s)] = [v for v in load.other.get(id(s), [])
+                             if v[0] not in (STREAM_OPENED, STREAM_DATA, STREAM_END)]
+    load.check_all({"push refused unknown_room": B_REFUSED})
+    say("k5 joined with 24 streams of 1 MiB in flight: %d rooms moved to it, %d of them kept by "
+        "their relay until the stream ended; every stream intact at 4 receivers" %
+        (len(moved), kept))
+    check(moved, "no room moved to k5: nothing was checked (24 rooms, 5 nodes)")
+    cl.shutdown()
+
+
 def case_subscriber_node_killed():
     cl = Cluster("x", 4)
     pub = cl.client("x1", "pub")
@@ -1303,12 +1362,15 @@ def check_stream(load, subs, st):
     return got
 
 
-def stream_case(prefix, freeze):
+def stream_case(prefix, freeze, thaw_mid=False):
     """A byte stream of STREAM_MIB MiB from a client on one node, receivers
     on two others (one of them the room's first backup, whose own receivers
     move from its mirror into the room it takes over), pushes flowing in the
     same room; the relay is killed (or frozen, then thawed once the stream
-    is over) a third of the way in."""
+    is over; thaw_mid: thawed as soon as the backup took the stream over,
+    so the old relay is back, first in the room's list, while the stream
+    still flows: the room stays with the backup until the stream ends,
+    then goes back) a third of the way in."""
     cl = Cluster(prefix, 4)
     first = prefix + "1"
     pub = cl.client(first, "pub")
@@ -1319,7 +1381,7 @@ def stream_case(prefix, freeze):
     subscribe_all(subs, [room])
     snd = cl.client(first, "pub")  # the owner's identity: may open streams
     total = STREAM_MIB << 20
-    count = 1200 if freeze else 800
+    count = 2400 if thaw_mid else 1200 if freeze else 800
     st = Streamer(snd, room, "big", total, count * PUSH_EVERY * 0.9)
     load = Load(pub, [room], subs, count, "strm")
     load.extra.append(snd)
@@ -1330,7 +1392,17 @@ def stream_case(prefix, freeze):
     at = st.off
     check(at < total, "the stream was over before the failure")
     t_fail = time.monotonic()
-    if freeze:
+    if freeze and thaw_mid:
+        cl.freeze(relay)
+        took = re.compile(r"took over stream big of room %s" % re.escape(room[:6]))
+        load.run_until(lambda: log_has(cl[b1], took.pattern), 60, "the stream's takeover")
+        check(not any(stream_ended(load, s, "big") for s in subs),
+              "the stream ended before the thaw: no hand-back mid-stream to check")
+        cl.thaw(relay)
+        load.run_until(lambda: log_has(cl[b1], r"room %s\.\.\.: %s comes first in its list now"
+                                       % (re.escape(room[:6]), relay)), 30,
+                       "%s keeping the room while the stream flows" % b1)
+    elif freeze:
         cl.freeze(relay)
         load.run_until(lambda: all(stream_ended(load, s, "big") for s in subs) and
                        st.reply is not None, 180, "the stream's end at every receiver")
@@ -1357,10 +1429,15 @@ def stream_case(prefix, freeze):
     load.verdict(P, known)
     check(log_has(cl[b1], r"took over stream big of room %s" % re.escape(room[:6])),
           "%s did not log taking the stream over" % b1)
+    if thaw_mid:
+        check(log_has(cl[b1], r"handed room %s\.\.\. \(seq \d+\) over to %s" %
+                      (re.escape(room[:6]), relay), timeout=10),
+              "%s did not hand the room back to %s after the stream" % (b1, relay))
     say("%s MiB stream, relay %s %s at offset %d MiB; %s took it over; every receiver (%s) got "
         "it byte for byte, one END ok (chunks %s), %.1f s after the failure; %d pushes in the "
         "same room each once, in order" %
-        (STREAM_MIB, relay, "frozen (thawed after the end)" if freeze else "killed",
+        (STREAM_MIB, relay, "frozen (thawed mid-stream, room handed back after it)" if thaw_mid
+         else "frozen (thawed after the end)" if freeze else "killed",
          at >> 20, b1, ", ".join(others), chunks, t_end - t_fail, count))
     cl.converge()
     cl.shutdown()
@@ -1372,6 +1449,10 @@ def case_stream_through_killed_relay():
 
 def case_stream_through_frozen_relay():
     stream_case("f", True)
+
+
+def case_stream_relay_thawed_mid_stream():
+    stream_case("h", True, thaw_mid=True)
 
 
 # ---------------------------------------------------------------- libvroom moving by itself
@@ -1649,6 +1730,9 @@ def after_each(name):
 
 
 def teardown():
+    if os.environ.get("FAILOVER_KEEP"):  # the nodes' logs, for a look
+        say("logs kept in %s" % TMP)
+        return
     shutil.rmtree(TMP, ignore_errors=True)
 
 
@@ -1662,9 +1746,12 @@ if __name__ == "__main__":
         ("two relay failures in a row", case_two_relays),
         ("relay killed with CREATEs in flight", case_create_in_flight),
         ("a node joins while pushes flow", case_node_joins),
+        ("a node joins while byte streams flow", case_node_joins_streams),
         ("a subscriber's own node killed", case_subscriber_node_killed),
         ("a stream through a killed relay goes on intact", case_stream_through_killed_relay),
         ("a stream through a frozen relay goes on intact", case_stream_through_frozen_relay),
+        ("a byte stream while its relay is frozen and thawed mid-stream (room kept, then "
+         "handed back)", case_stream_relay_thawed_mid_stream),
         ("libvroom: a subscriber's own node killed", case_lib_subscriber_node_killed),
         ("libvroom: a subscriber's node, the relay, killed", case_lib_subscriber_relay_killed),
         ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
