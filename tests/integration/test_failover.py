@@ -84,11 +84,17 @@ a node forwarding to the relay and as the relay: the subscriber gets seqs
 1..N once each, in order, with their payloads and no gap event, and the
 publisher each push's callback once, in order, with seq == its index. The
 vroom CLI the same way: `vroom sub` and `vroom push --each-line` with
-`-s A,B,C`, their nodes killed one after the other.
+`-s A,B,C`, their nodes killed one after the other. A libvroom stream
+reader (fo_client ssub) whose node is frozen 0.7 s, then killed, mid-stream
+(a 6 MiB stream from a raw client on another node): its node a mirror, the
+reader moving to another mirror or to the relay, and its node the relay:
+it takes the stream up (STREAM_REJOIN) and gets every byte once, in order,
+byte for byte, and END ok; the relay must have had bytes for it to catch
+up (the node that took it up logs where each was).
 
 Not tested as working (docs/architecture.md "Not yet"): byte streams open
 while a room is handed over (a join, a thawed relay getting its room back
-mid-stream) or across a client's move to another node.
+mid-stream) or across their sender's move to another node.
 """
 
 import hashlib
