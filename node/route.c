@@ -691,6 +691,7 @@ static void rejoined(struct node *n, struct conn *c, struct peer *p, uint64_t ri
 	}
 	struct wire_msg om;
 	size_t used;
+	const char *refuse = NULL;
 	if (op && p &&
 	    wire_parse(r->inner, op, oplen, &om, &used) == WIRE_OK_ && used == oplen &&
 	    om.type == WIRE_STREAM_OPENED) {
@@ -710,14 +711,20 @@ static void rejoined(struct node *n, struct conn *c, struct peer *p, uint64_t ri
 				     "stream %s: taken up at %llu, this node's copy is at %llu",
 				     strm_id(s), (unsigned long long)off,
 				     (unsigned long long)strm_offset(s));
-			strm_add_receiver(s, sub);
+			if (strm_add_receiver(s, sub) < 0)
+				refuse = "out of memory";
 		} else if (sub) {
-			vlog(node_log(n), LOG_WARN,
-			     "stream %.*s: taken up at the relay but this node's copy cannot go on",
-			     (int)om.f[1].s.len, om.f[1].s.ptr);
+			/* (a copy whose relay went, waiting to re-attach) */
+			refuse = "this node's copy of the stream cannot take the client now";
+			vlog(node_log(n), LOG_WARN, "stream %.*s: taken up at the relay but %s",
+			     (int)om.f[1].s.len, om.f[1].s.ptr, refuse);
 		}
 	}
 	free(op);
+	if (refuse) {
+		conn_error(c, rid, WIRE_E_INTERNAL, refuse);
+		return;
+	}
 	struct wire_buf *b = node_scratch(n);
 	msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
 	msgpack_pack_uint64(pk, off);
