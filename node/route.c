@@ -535,8 +535,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		char id[ROOM_ID_LEN + 1];
 		room_id_generate(id);
 		if (!(p = clus_route(cl, id, ROOM_ID_LEN))) {
-			struct wire_msg local = {
-			    .type = WIRE_CREATE_ID, .rid = m->rid, .nfields = 1};
+			struct wire_msg local = {.type = WIRE_CREATE_ID, .rid = m->rid, .nfields = 1};
 			local.f[0].s.ptr = id;
 			local.f[0].s.len = ROOM_ID_LEN;
 			ops_create_id(n, c, &local);
@@ -572,8 +571,7 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 				   "too many open streams on this connection (max_streams)");
 			return 1;
 		}
-		if (forward(n, p, c, raw, len,
-			    m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
+		if (forward(n, p, c, raw, len, m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
 	case WIRE_SUBSCRIBE:
@@ -1085,8 +1083,7 @@ static void on_end(struct node *n, struct peer *p, const struct wire_msg *m, con
 
 /* ---- at the relay ---- */
 
-static struct conn *proxy_for(struct node *n, struct peer *p, uint64_t sid,
-			      const struct wire_str *who)
+static struct conn *proxy_for(struct node *n, struct peer *p, uint64_t sid, const struct wire_str *who)
 {
 	struct route *r = node_route(n);
 	struct proxy_key key = {p, sid};
@@ -1357,8 +1354,7 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_NODE_STATS_REQ: stats_peer_request(n, p, m); break;
 	case WIRE_NODE_STATS: stats_peer_answer(node_stats(n), p, m); break;
 	default:
-		vlog(node_log(n), LOG_INFO, "link %s: ignored frame type %u", peer_name(p),
-		     m->type);
+		vlog(node_log(n), LOG_INFO, "link %s: ignored frame type %u", peer_name(p), m->type);
 	}
 }
 
@@ -1798,8 +1794,7 @@ void route_sweep(struct node *n)
 		}
 		struct conn *c = conns_find_sid(node_conns(n), f->sid);
 		if (c)
-			conn_error(c, f->rid, WIRE_E_INTERNAL,
-				   "the room's relay node is unreachable");
+			conn_error(c, f->rid, WIRE_E_INTERNAL, "the room's relay node is unreachable");
 		fwd_done(r, f);
 	}
 	if (orphans)
@@ -1885,8 +1880,8 @@ void route_flush(struct node *n)
 		unsigned marks = room_marks(mr);
 		if (!(marks & ROUTE_DIRTY) && room_sub_count(mr))
 			continue;
-		struct peer *p =
-		    cl && !(marks & ROUTE_GONE) ? clus_route(cl, room_id(mr), ROOM_ID_LEN) : NULL;
+		struct peer *p = cl && !(marks & ROUTE_GONE) ? clus_route(cl, room_id(mr), ROOM_ID_LEN)
+							     : NULL;
 		if (p)
 			node_sub(n, p, room_id(mr), room_sub_count(mr), 0, 0, 0);
 		room_set_marks(mr, marks & ~ROUTE_DIRTY);

@@ -90,8 +90,8 @@ struct blob *streams_data_frame(const char *id, uint64_t off, const void *data, 
 
 /* Sends the frame in b to every receiver still subscribed, as one shared
  * blob; `release`, if set, is told when every receiver has let go of it. */
-static void fan_out(struct node *n, struct strm *s, const struct wire_buf *b, const void *payload,
-		    size_t plen, int count_inflight)
+static void fan_out(struct node *n, struct strm *s, const struct wire_buf *b, const void *payload, size_t plen,
+		    int count_inflight)
 {
 	struct blob *frame = blob_new(b->len + plen);
 	if (!frame)
@@ -246,8 +246,7 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 		return;
 	const msgpack_object *size = m->f[5].o, *attrs = m->f[6].o, *dests = m->f[7].o;
 	const char *bad = NULL;
-	if (!printable(S(m->f[1]), WIRE_STREAM_ID_MAX, 0) ||
-	    memchr(m->f[1].s.ptr, ' ', m->f[1].s.len))
+	if (!printable(S(m->f[1]), WIRE_STREAM_ID_MAX, 0) || memchr(m->f[1].s.ptr, ' ', m->f[1].s.len))
 		bad = "stream id must be 1-64 printable bytes without spaces";
 	else if (!printable(S(m->f[2]), WIRE_TOPIC_MAX, 1))
 		bad = "topic must be at most 128 printable bytes";
@@ -422,14 +421,13 @@ void streams_close(struct node *n, struct conn *c, const struct wire_msg *m)
 		return;
 	}
 	if (strm_size(s) >= 0 && strm_offset(s) != (uint64_t)strm_size(s)) {
-		snprintf(msg, sizeof(msg), "declared %lld bytes, sent %llu",
-			 (long long)strm_size(s), (unsigned long long)strm_offset(s));
+		snprintf(msg, sizeof(msg), "declared %lld bytes, sent %llu", (long long)strm_size(s),
+			 (unsigned long long)strm_offset(s));
 		fail_stream(n, c, s, m->rid, WIRE_E_SIZE_MISMATCH, msg);
 		return;
 	}
 	if (sum->type == MSGPACK_OBJECT_POSITIVE_INTEGER && sum->via.u64 != strm_digest(s)) {
-		snprintf(msg, sizeof(msg),
-			 "XXH3-64 of the bytes is %016llx, the close says %016llx",
+		snprintf(msg, sizeof(msg), "XXH3-64 of the bytes is %016llx, the close says %016llx",
 			 (unsigned long long)strm_digest(s), (unsigned long long)sum->via.u64);
 		fail_stream(n, c, s, m->rid, WIRE_E_CHECKSUM, msg);
 		return;
