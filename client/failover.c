@@ -199,8 +199,13 @@ static void sub_free(struct vroom_sub *s)
 static void sub_drop(struct vroom *v, const char *room)
 {
 	struct vroom_sub *s = smap_del(v->subs, room, strlen(room));
-	if (s)
-		sub_free(s);
+	if (!s)
+		return;
+	/* readers waiting to take up a stream of the room cannot any more */
+	char copy[VROOM_ROOM_ID_MAX + 1];
+	snprintf(copy, sizeof(copy), "%s", s->room);
+	sub_free(s);
+	vroom_streams_room_gone(v, copy, "the room's subscription ended while the stream moved");
 }
 
 static int cmp_held(const void *a, const void *b)
@@ -486,6 +491,11 @@ void vroom_fo_sub_reply(struct vroom *v, struct pending *p, const struct vroom_r
 		if (v->free_asked || !(s = smap_get(v->subs, p->room, strlen(p->room))))
 			return;
 		flush(v, s, 0);
+		if (v->free_asked || !(s = smap_get(v->subs, p->room, strlen(p->room))))
+			return;
+		/* The relay (or this node's mirror) has the subscription: the
+		 * room's streams being read go on from where they were. */
+		vroom_streams_rejoin(v, s->room);
 	}
 }
 
@@ -586,6 +596,7 @@ int vroom_fo_lost(struct vroom *v, const struct vroom_error *why)
 		     "the connection to %s was lost (%s); a byte stream does not survive a move to "
 		     "another node",
 		     v->server, err.message);
+	vroom_streams_move(v); /* readers go on after the move; writers end */
 	vroom_streams_lost(v, &serr);
 	for (size_t pos = 0;;) {
 		struct vroom_sub *s = smap_next(v->subs, &pos);

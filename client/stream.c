@@ -65,6 +65,10 @@ struct vroom_reader {
 	char *dir, *tmp, *path;
 	int overwrite;
 	char fail[WIRE_REASON_MAX]; /* set when the reader itself failed */
+	/* Moving to another node: waiting (1) for its room's resumed
+	 * subscription, then (2) for the STREAM_REJOIN's answer. Once moved,
+	 * bytes below `received` may come again and are dropped. */
+	int moving, moved;
 	TAILQ_ENTRY(vroom_reader) link;
 };
 
@@ -658,6 +662,8 @@ static void warn_dropped(struct vroom *v, const char *topic)
 /* [310, 0, room, id, sender, topic, name, mime, size|nil, attrs, dests, ts] */
 void vroom_streams_on_opened(struct vroom *v, const struct wire_msg *m)
 {
+	if (reader_find(v, m->f[1].s.ptr, m->f[1].s.len))
+		return; /* one we read already (taken up on another node): not twice */
 	const struct wire_str *topic = &m->f[3].s;
 	struct vroom_handler *h = NULL;
 	for (size_t i = 0; i < v->nhandlers; i++) {
@@ -720,8 +726,17 @@ void vroom_streams_on_data(struct vroom *v, const struct wire_msg *m)
 	const uint8_t *p = (const uint8_t *)m->f[2].s.ptr;
 	size_t len = m->f[2].s.len;
 	if (m->f[1].u != r->received) {
-		reader_fail(r, "data out of order", NULL);
-		return;
+		/* Taken up on another node, whose relay may send from before
+		 * what was delivered: what came already is dropped. */
+		if (!r->moved || m->f[1].u > r->received) {
+			reader_fail(r, "data out of order", NULL);
+			return;
+		}
+		uint64_t skip = r->received - m->f[1].u;
+		if (skip >= len)
+			return;
+		p += skip;
+		len -= (size_t)skip;
 	}
 	XXH3_64bits_update(r->hash, p, len);
 	r->received += len;
@@ -859,20 +874,110 @@ void vroom_streams_on_end(struct vroom *v, const struct wire_msg *m)
 	reader_free(r);
 }
 
-/* The connection is gone: every open reader and writer ends now. */
+/* The connection is gone: every open writer ends now, and every reader
+ * but those that move with the client to another node (vroom_streams_move;
+ * not once the client is closed for good). */
 void vroom_streams_lost(struct vroom *v, const struct vroom_error *why)
 {
 	struct vroom_writer *w;
 	TAILQ_FOREACH(w, &v->writers, link)
 		writer_finish(w, why);
+	TAILQ_HEAD(, vroom_reader) kept = TAILQ_HEAD_INITIALIZER(kept);
 	struct vroom_reader *r;
 	while ((r = TAILQ_FIRST(&v->readers)) != NULL) {
 		TAILQ_REMOVE(&v->readers, r, link);
+		if (r->moving && v->state != VROOM_ST_CLOSED) {
+			TAILQ_INSERT_TAIL(&kept, r, link);
+			continue;
+		}
 		struct vroom_stream_end e = {.status = "error", .reason = why->message,
 					     .bytes = r->received};
 		if (r->cbs.end)
 			r->cbs.end(r, &e, r->arg);
 		reader_free(r);
+	}
+	while ((r = TAILQ_FIRST(&kept)) != NULL) {
+		TAILQ_REMOVE(&kept, r, link);
+		TAILQ_INSERT_TAIL(&v->readers, r, link);
+	}
+}
+
+/* Ends reader r (taken out of the list) with status and reason. */
+static void reader_end(struct vroom_reader *r, const char *status, const char *reason)
+{
+	TAILQ_REMOVE(&r->v->readers, r, link);
+	struct vroom_stream_end e = {.status = status, .reason = reason, .bytes = r->received};
+	if (r->cbs.end)
+		r->cbs.end(r, &e, r->arg);
+	reader_free(r);
+}
+
+void vroom_streams_move(struct vroom *v)
+{
+	struct vroom_reader *r;
+	TAILQ_FOREACH(r, &v->readers, link) {
+		/* Only a sound reader of a room the client subscribes to again
+		 * can take its stream up; the others end (vroom_streams_lost). */
+		const char *room = r->info.room;
+		r->moving = !r->fail[0] && v->rc_on && smap_get(v->subs, room, strlen(room)) != NULL;
+		if (r->moving)
+			r->moved = 1;
+	}
+}
+
+/* STREAM_REJOIN [305, rid, room, stream, offset] */
+void vroom_streams_rejoin(struct vroom *v, const char *room)
+{
+	struct vroom_reader *r;
+	TAILQ_FOREACH(r, &v->readers, link) {
+		if (r->moving != 1 || strcmp(r->info.room, room) != 0)
+			continue;
+		struct vroom_error err;
+		uint64_t rid = ++v->next_rid;
+		wire_buf_reset(&v->out);
+		msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_REJOIN, rid, 3);
+		wire_pack_cstr(pk, r->info.room);
+		wire_pack_cstr(pk, r->info.id);
+		msgpack_pack_uint64(pk, r->received);
+		wire_end(&v->out, 0);
+		struct pending *p = vroom_queue(v, WIRE_STREAM_REJOIN, rid, NULL, NULL, &err);
+		if (!p)
+			continue; /* not written: it ends with the connection */
+		/* the library's own: dropped, not failed, if the connection
+		 * goes (the reader then waits for the next node again) */
+		p->resume = 1;
+		p->room = strdup(r->info.id); /* the reader, by its stream id */
+		r->moving = 2;
+	}
+}
+
+void vroom_streams_rejoin_reply(struct vroom *v, struct pending *p, const struct vroom_error *err)
+{
+	struct vroom_reader *r = p->room ? reader_find(v, p->room, strlen(p->room)) : NULL;
+	if (!r || r->moving != 2)
+		return; /* ended meanwhile (its END came in the replay) */
+	if (!err) {
+		r->moving = 0; /* goes on: the bytes from its offset come */
+		return;
+	}
+	char reason[WIRE_REASON_MAX + 64];
+	if (err->code == VROOM_E_BAD_OFFSET)
+		snprintf(reason, sizeof(reason), "bytes lost in a failover (%s)", err->message);
+	else
+		snprintf(reason, sizeof(reason), "the stream was lost in a failover (%s: %s)",
+			 vroom_code_name(err->code), err->message);
+	reader_end(r, "aborted", reason);
+}
+
+void vroom_streams_room_gone(struct vroom *v, const char *room, const char *why)
+{
+	struct vroom_reader *r, *next;
+	for (r = TAILQ_FIRST(&v->readers); r; r = next) {
+		next = TAILQ_NEXT(r, link);
+		if (r->moving && strcmp(r->info.room, room) == 0) {
+			reader_end(r, "aborted", why);
+			next = TAILQ_FIRST(&v->readers); /* a callback may change the list */
+		}
 	}
 }
 

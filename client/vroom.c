@@ -82,6 +82,8 @@ void vroom_pending_fail(struct vroom *v, struct pending *p, const struct vroom_e
 	struct vroom_result r = {.err = e};
 	if (p->type == WIRE_SUBSCRIBE)
 		vroom_fo_sub_reply(v, p, &r, NULL);
+	else if (p->type == WIRE_STREAM_REJOIN)
+		vroom_streams_rejoin_reply(v, p, e);
 	pending_finish(v, p, &r);
 }
 
@@ -247,6 +249,9 @@ static void on_ok(struct vroom *v, const struct wire_msg *m)
 		break;
 	case WIRE_SUBSCRIBE:
 		vroom_fo_sub_reply(v, p, &r, val);
+		break;
+	case WIRE_STREAM_REJOIN:
+		vroom_streams_rejoin_reply(v, p, NULL);
 		break;
 	case WIRE_INFO:
 		if (!val)

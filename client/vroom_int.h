@@ -168,6 +168,17 @@ void vroom_streams_on_data(struct vroom *v, const struct wire_msg *m);
 void vroom_streams_on_end(struct vroom *v, const struct wire_msg *m);
 void vroom_streams_on_credit(struct vroom *v, const struct wire_msg *m);
 void vroom_streams_lost(struct vroom *v, const struct vroom_error *why);
+/* The connection is gone and the client moves to another node: readers of
+ * rooms it resubscribes to wait (vroom_streams_lost keeps them) and take
+ * their stream up again there (vroom_streams_rejoin). */
+void vroom_streams_move(struct vroom *v);
+/* The room's resumed SUBSCRIBE was answered: its waiting readers send
+ * STREAM_REJOIN at the offset they delivered. */
+void vroom_streams_rejoin(struct vroom *v, const char *room);
+/* The answer to a STREAM_REJOIN (err set: refused, the reader ends). */
+void vroom_streams_rejoin_reply(struct vroom *v, struct pending *p, const struct vroom_error *err);
+/* The room's subscription ended: its waiting readers end. */
+void vroom_streams_room_gone(struct vroom *v, const char *room, const char *why);
 void vroom_streams_free(struct vroom *v);
 
 #endif

@@ -530,6 +530,69 @@ static void mirror_unsubscribe(struct node *n, struct conn *c, const struct wire
 	conn_send(c, b);
 }
 
+/*
+ * STREAM_REJOIN [305, rid, room, stream, offset] for a room relayed
+ * elsewhere: the client's library moved here and takes up a stream it was
+ * receiving. The client must be subscribed here (the mirror) and not take
+ * the stream here already; the request goes to the relay with the
+ * subscription's topics (the relay checks them and the destinations), at
+ * most max_streams of a session at a time, since each makes the relay send
+ * up to the bytes it keeps. The relay sends the client the kept bytes from
+ * offset to its own offset directly (FWD_REPLY); its OK brings the
+ * STREAM_OPENED and that offset, from which the client takes the stream
+ * from this node's copy (rejoined()): the link is FIFO, so nothing is
+ * missed or sent twice.
+ */
+static void mirror_rejoin(struct node *n, struct conn *c, const struct wire_msg *m, struct peer *p)
+{
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	struct room_sub *sub = mr ? conn_find_sub(c, mr) : NULL;
+	if (!sub || !m->rid) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST,
+			   m->rid ? "subscribe to the room before taking up one of its streams"
+				  : "STREAM_REJOIN needs a request id");
+		return;
+	}
+	if (m->f[1].s.len == 0 || m->f[1].s.len > WIRE_STREAM_ID_MAX) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM,
+			   "no stream with this id is open in the room");
+		return;
+	}
+	struct strm *cp = strms_find(r->rstrms, S(m->f[1]));
+	for (size_t i = 0; cp && strm_room(cp) == mr && i < strm_receivers(cp); i++)
+		if (strm_receiver(cp, i) == sub) {
+			conn_error(c, m->rid, WIRE_E_BAD_REQUEST,
+				   "this connection receives the stream already");
+			return;
+		}
+	size_t waiting = 0;
+	struct fwd *f;
+	TAILQ_FOREACH(f, &r->fwds, next)
+		if (f->sid == conn_sid(c) && f->type == WIRE_STREAM_REJOIN)
+			waiting++;
+	if (waiting >= node_cfg(n)->max_streams) {
+		node_counters(n)->limits_hit++;
+		conn_error(
+		    c, m->rid, WIRE_E_LIMIT,
+		    "too many streams being taken up at once on this connection (max_streams)");
+		return;
+	}
+	struct wire_buf inner;
+	wire_buf_init(&inner);
+	msgpack_packer *pk = wire_begin(&inner, WIRE_STREAM_REJOIN, m->rid, 4);
+	wire_pack_str(pk, S(m->f[0]));
+	wire_pack_str(pk, S(m->f[1]));
+	msgpack_pack_uint64(pk, m->f[2].u);
+	msgpack_pack_array(pk, (uint32_t)room_sub_topic_count(sub));
+	for (size_t i = 0; i < room_sub_topic_count(sub); i++)
+		wire_pack_cstr(pk, room_sub_topic(sub, i));
+	wire_end(&inner, 0);
+	if (forward(n, p, c, inner.p, inner.len, room_id(mr)) < 0)
+		fail_unreachable(c, m->rid);
+	wire_buf_free(&inner);
+}
+
 int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const uint8_t *raw,
 		 size_t len)
 {
@@ -591,6 +654,15 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		if (mr)
 			p = mirror_peer(n, mr);
 		mirror_subscribe(n, c, m, p);
+		return 1;
+	}
+	case WIRE_STREAM_REJOIN: {
+		if (!(p = route_to(n, S(m->f[0]))))
+			return 0; /* relayed here: streams_rejoin() */
+		struct room *mr = rooms_find(node_route(n)->mirrors, S(m->f[0]));
+		if (mr)
+			p = mirror_peer(n, mr); /* where its mirror is subscribed */
+		mirror_rejoin(n, c, m, p);
 		return 1;
 	}
 	case WIRE_UNSUBSCRIBE: {
@@ -684,6 +756,74 @@ static int moved(struct node *n, struct conn *c, struct fwd *fw, const struct wi
 }
 
 static void resend(struct node *n);
+static struct strm *copy_open(struct node *n, struct peer *p, struct room *mr,
+			      const struct wire_msg *m);
+
+/* The relay's OK to a STREAM_REJOIN: [offset, opened] (the stream goes on
+ * here: the client takes it from this node's copy from offset, made now
+ * from the STREAM_OPENED if there is none), or offset alone (it was
+ * closing: the client had its END in the relay's replay). The client gets
+ * OK [offset]. val points into the decoder's zone, which parsing the
+ * OPENED reuses: what is needed is copied first. */
+static void rejoined(struct node *n, struct conn *c, struct peer *p, uint64_t rid,
+		     const msgpack_object *val)
+{
+	struct route *r = node_route(n);
+	uint64_t off = 0;
+	uint8_t *op = NULL;
+	size_t oplen = 0;
+	if (val && val->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		off = val->via.u64;
+	} else if (val && val->type == MSGPACK_OBJECT_ARRAY && val->via.array.size == 2 &&
+		   val->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+		   val->via.array.ptr[1].type == MSGPACK_OBJECT_BIN) {
+		off = val->via.array.ptr[0].via.u64;
+		oplen = val->via.array.ptr[1].via.bin.size;
+		if ((op = malloc(oplen ? oplen : 1)) != NULL)
+			memcpy(op, val->via.array.ptr[1].via.bin.ptr, oplen);
+	}
+	struct wire_msg om;
+	size_t used;
+	const char *refuse = NULL;
+	if (op && p &&
+	    wire_parse(r->inner, op, oplen, &om, &used) == WIRE_OK_ && used == oplen &&
+	    om.type == WIRE_STREAM_OPENED) {
+		struct room *mr = rooms_find(r->mirrors, S(om.f[0]));
+		struct room_sub *sub = mr ? conn_find_sub(c, mr) : NULL;
+		struct strm *s = strms_find(r->rstrms, S(om.f[1]));
+		if (sub && !s && (s = copy_open(n, p, mr, &om)) != NULL) {
+			strm_set_offset(s, off);
+			strm_set_credit_sent(s, off + node_cfg(n)->stream_window);
+		}
+		if (sub && s && strm_room(s) == mr && strm_sender(s) == p &&
+		    !strm_closing(s, NULL)) {
+			/* Every byte below off came on the link before the OK,
+			 * and none after it yet: the copy is at off. */
+			if (strm_offset(s) != off)
+				vlog(node_log(n), LOG_WARN,
+				     "stream %s: taken up at %llu, this node's copy is at %llu",
+				     strm_id(s), (unsigned long long)off,
+				     (unsigned long long)strm_offset(s));
+			if (strm_add_receiver(s, sub) < 0)
+				refuse = "out of memory";
+		} else if (sub) {
+			/* (a copy whose relay went, waiting to re-attach) */
+			refuse = "this node's copy of the stream cannot take the client now";
+			vlog(node_log(n), LOG_WARN, "stream %.*s: taken up at the relay but %s",
+			     (int)om.f[1].s.len, om.f[1].s.ptr, refuse);
+		}
+	}
+	free(op);
+	if (refuse) {
+		conn_error(c, rid, WIRE_E_INTERNAL, refuse);
+		return;
+	}
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, rid, 1);
+	msgpack_pack_uint64(pk, off);
+	wire_end(b, 0);
+	conn_send(c, b);
+}
 
 /* FWD_REPLY [502, 0, sid, frame]: a frame for one of our clients. */
 static void on_fwd_reply(struct node *n, const struct wire_msg *m)
@@ -727,6 +867,15 @@ static void on_fwd_reply(struct node *n, const struct wire_msg *m)
 			if (move && moved(n, c, fw, &in.f[1].s)) {
 				if (r->norphans)
 					resend(n); /* those behind it may go now */
+				return;
+			}
+			if (fw->type == WIRE_STREAM_REJOIN && in.type == WIRE_OK) {
+				struct peer *from = fw->p;
+				int waiters = fw->has_room && r->norphans;
+				fwd_done(r, fw);
+				rejoined(n, c, from, in.rid, in.nfields ? in.f[0].o : NULL);
+				if (waiters)
+					resend(n);
 				return;
 			}
 			conn_rstream_done(c, NULL, 0, in.rid);
@@ -956,6 +1105,19 @@ static void rs_fan_out(struct strm *s, const uint8_t *raw, size_t len, size_t da
 	blob_unref(frame);
 }
 
+/* This node's copy of a stream relayed by p, in mirror mr, with no
+ * receivers yet. */
+static struct strm *copy_open(struct node *n, struct peer *p, struct room *mr,
+			      const struct wire_msg *m)
+{
+	const msgpack_object *size = m->f[6].o;
+	int64_t sz = size->type == MSGPACK_OBJECT_POSITIVE_INTEGER && size->via.u64 <= INT64_MAX
+			 ? (int64_t)size->via.u64
+			 : -1;
+	return strms_open(node_route(n)->rstrms, S(m->f[1]), mr, p, S(m->f[3]), sz,
+			  node_cfg(n)->stream_window, node_now_ms(n));
+}
+
 /* [310, 0, room, id, sender, topic, name, mime, size, attrs, dests, ts, origin] */
 static void on_opened(struct node *n, struct peer *p, const struct wire_msg *m, const uint8_t *raw,
 		      size_t len)
@@ -964,10 +1126,8 @@ static void on_opened(struct node *n, struct peer *p, const struct wire_msg *m, 
 	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
 	if (!mr || strms_find(r->rstrms, S(m->f[1])))
 		return; /* nobody here (its data is acknowledged as it comes) */
-	const msgpack_object *size = m->f[6].o, *dests = m->f[8].o;
-	int64_t sz = size->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)size->via.u64 : -1;
-	struct strm *s = strms_open(r->rstrms, S(m->f[1]), mr, p, S(m->f[3]), sz,
-				    node_cfg(n)->stream_window, node_now_ms(n));
+	const msgpack_object *dests = m->f[8].o;
+	struct strm *s = copy_open(n, p, mr, m);
 	if (!s)
 		return;
 	uint64_t origin = m->nfields > 10 ? m->f[10].u : 0;
@@ -1388,6 +1548,17 @@ void route_peer_gone(struct node *n, struct peer *p)
 		pnext = TAILQ_NEXT(pd, next);
 		if (pd->p != p)
 			continue;
+		if (pd->quiet && pd->sid) {
+			/* A resuming client's: its subscription stays in the
+			 * mirror, which waits for a new relay like the others
+			 * (below) and subscribes there again; the client's
+			 * answer comes from its SUB_REPLAY, kept and sent
+			 * there too. (Undoing it here left a client told it
+			 * resumed with no subscription on this node.) */
+			TAILQ_REMOVE(&r->pends, pd, next);
+			free(pd);
+			continue;
+		}
 		struct wire_msg fake = {.type = WIRE_ERROR, .rid = pd->rid, .nfields = 2};
 		fake.f[0].u = WIRE_E_INTERNAL;
 		fake.f[1].s.ptr = "the room's relay node is unreachable";

@@ -135,6 +135,17 @@ static void enc_stream(struct node *n, struct wire_buf *b, struct strm *s)
 		names[k] = strm_wait_name(s, i);
 		acked[k++] = strm_wait_acked(s, i);
 	}
+	/* This node's own receivers (clients here): should it die, their
+	 * libraries take the stream up elsewhere (STREAM_REJOIN), from the
+	 * bytes the new relay keeps while it waits for this node's name. */
+	for (size_t i = 0; i < strm_receivers(s) && k < NODES_MAX; i++) {
+		struct room_sub *sub = strm_receiver(s, i);
+		if (!room_sub_is_peer(sub) && room_sub_who(sub)) {
+			names[k] = clus_self(node_clus(n));
+			acked[k++] = strm_acked(s);
+			break;
+		}
+	}
 	wire_buf_reset(b);
 	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STREAM, 0, 9);
 	wire_pack_cstr(pk, room_id(strm_room(s)));
@@ -151,7 +162,6 @@ static void enc_stream(struct node *n, struct wire_buf *b, struct strm *s)
 		wire_pack_cstr(pk, names[i]);
 		msgpack_pack_uint64(pk, acked[i]);
 	}
-	(void)n;
 	wire_end(b, 0);
 }
 
@@ -412,9 +422,15 @@ void srepl_install(struct node *n, struct room *room)
 		struct strm *s =
 		    streams_from_replica(n, room, &op, r->hold, r->opened, r->sender, r->sid);
 		if (s) {
+			/* What every receiver had taken when the last chunk came
+			 * (r->acked) is a floor for each: a node's own figure
+			 * may be older (from the REPL_STREAM). */
 			for (size_t i = 0; i < r->nnodes; i++)
 				if (strcmp(r->nodes[i].name, clus_self(cl)) != 0)
-					strm_wait_add(s, r->nodes[i].name, r->nodes[i].acked,
+					strm_wait_add(s, r->nodes[i].name,
+						      r->nodes[i].acked > r->acked
+							  ? r->nodes[i].acked
+							  : r->acked,
 						      node_now_ms(n));
 			vlog(node_log(n), LOG_NOTICE,
 			     "took over stream %s of room %.6s... at offset %llu (%zu receiver "

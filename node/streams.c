@@ -343,6 +343,14 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m)
 		/* the backups have it before any receiver */
 		struct peer *via = conn_proxy_peer(c);
 		srepl_open(n, s, b->p, b->len, via ? peer_name(via) : clus_self(node_clus(n)));
+	} else {
+		/* kept for a receiver that comes back (STREAM_REJOIN) */
+		struct blob *op = blob_new(b->len);
+		if (op) {
+			memcpy(blob_data(op), b->p, b->len);
+			strm_set_opened(s, op, "");
+			blob_unref(op);
+		}
 	}
 	fan_out(n, s, b, NULL, 0, 0);
 
@@ -762,4 +770,193 @@ int streams_attach_local(struct node *n, struct strm *s, struct room_sub *const 
 		blob_unref(c);
 	}
 	return 0;
+}
+
+/* Whether the stream whose STREAM_OPENED is `opened` names identity among
+ * its destinations (or names none). */
+static int opened_for(struct blob *opened, const char *identity)
+{
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	int ok = 0;
+	/* [310, 0, room, id, sender, topic, name, mime, size, attrs, dests, ...] */
+	if (blob_len(opened) > WIRE_HDR &&
+	    msgpack_unpack_next(&u, (const char *)blob_data(opened) + WIRE_HDR,
+				blob_len(opened) - WIRE_HDR, NULL) == MSGPACK_UNPACK_SUCCESS &&
+	    u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size > 10) {
+		const msgpack_object *dests = &u.data.via.array.ptr[10];
+		ok = dests->type == MSGPACK_OBJECT_ARRAY &&
+		     (dests->via.array.size == 0 || in_dests(dests, identity));
+	}
+	msgpack_unpacked_destroy(&u);
+	return ok;
+}
+
+/* Whether a topic list from a client's node ([] or absent: every topic)
+ * takes topic. */
+static int topics_take(const msgpack_object *topics, const char *topic)
+{
+	if (!topics || topics->via.array.size == 0)
+		return 1;
+	size_t len = strlen(topic);
+	for (uint32_t i = 0; i < topics->via.array.size; i++) {
+		const msgpack_object *t = &topics->via.array.ptr[i];
+		if (t->type == MSGPACK_OBJECT_STR && t->via.str.size == len &&
+		    memcmp(t->via.str.ptr, topic, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Sends c the kept bytes of s from pos on, as they are kept (the first
+ * chunk cut to start at pos), and the END if s is closing. */
+static void replay_to(struct strm *s, struct conn *c, uint64_t pos)
+{
+	for (size_t i = 0; i < strm_buf_count(s); i++) {
+		uint64_t off;
+		size_t len;
+		struct blob *f = strm_buf_at(s, i, &off, &len);
+		if (off + len <= pos)
+			continue;
+		if (off >= pos) {
+			conn_send_blob(c, f);
+			continue;
+		}
+		struct blob *tail = streams_data_frame(
+		    strm_id(s), pos, blob_data(f) + blob_len(f) - len + (pos - off),
+		    off + len - pos);
+		if (tail) {
+			conn_send_blob(c, tail);
+			blob_unref(tail);
+		}
+	}
+	if (strm_closing(s, NULL) && strm_end_frame(s))
+		conn_send_blob(c, strm_end_frame(s));
+}
+
+/*
+ * STREAM_REJOIN [305, rid, room, stream, offset, topics?] at the stream's
+ * relay. From a local client: its subscription to the room becomes a
+ * receiver of the stream again from offset (the kept bytes from there are
+ * sent first, counted in flight like chunks). From a proxy (the client's
+ * node has a mirror): the kept bytes from offset go to the client's session
+ * directly, and the node's subscription becomes a receiver from the
+ * relay's offset if it was not one; the OK then carries the STREAM_OPENED,
+ * for the node to make its copy of the stream (node/route.c). What is sent
+ * is bounded by the bytes kept (about one window); a client is checked as
+ * at the open (its topics, the destinations) except that it may come later.
+ */
+void streams_rejoin(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct room *r = rooms_find(node_rooms(n), S(m->f[0]));
+	if (!r) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_ROOM, "no room with this id");
+		return;
+	}
+	struct peer *via = conn_proxy_peer(c);
+	struct room_sub *sub = NULL;
+	if (via) {
+		for (sub = room_subs(r); sub; sub = room_sub_next(sub))
+			if (room_sub_is_peer(sub) && room_sub_who(sub) == via)
+				break;
+	} else {
+		sub = conn_find_sub(c, r);
+	}
+	if (!sub) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST,
+			   "subscribe to the room before taking up one of its streams");
+		return;
+	}
+	struct strm *s = strms_find(node_strms(n), S(m->f[1]));
+	if (!s || strm_room(s) != r || !strm_opened(s)) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM,
+			   "no stream with this id is open in the room");
+		return;
+	}
+	const msgpack_object *topics = via && m->nfields > 3 ? m->f[3].o : NULL;
+	if (topics && topics->via.array.size > WIRE_TOPICS_MAX) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST, "at most 16 topics");
+		return;
+	}
+	if (strm_sender(s) == c ||
+	    !(via ? topics_take(topics, strm_topic(s))
+		  : room_sub_wants(sub, strm_topic(s), strlen(strm_topic(s)))) ||
+	    !opened_for(strm_opened(s), conn_identity(c))) {
+		/* as at the open: its sender, other topics, other destinations */
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM,
+			   "the stream does not go to this subscription (sender, topic or "
+			   "destinations)");
+		return;
+	}
+	int has = 0;
+	for (size_t i = 0; i < strm_receivers(s); i++)
+		if (strm_receiver(s, i) == sub)
+			has = 1;
+	if (has && !via) {
+		conn_error(c, m->rid, WIRE_E_BAD_REQUEST,
+			   "this connection receives the stream already");
+		return;
+	}
+	uint64_t pos = m->f[2].u, off = strm_offset(s);
+	if (pos < strm_buf_base(s)) {
+		char msg[160];
+		snprintf(
+		    msg, sizeof(msg),
+		    "the bytes from offset %llu are no longer kept (they start at %llu): lost in a "
+		    "failover",
+		    (unsigned long long)pos, (unsigned long long)strm_buf_base(s));
+		conn_error(c, m->rid, WIRE_E_BAD_OFFSET, msg);
+		return;
+	}
+	vlog(node_log(n), LOG_INFO, "stream %s: taken up again at %llu by %s %s (here at %llu)",
+	     strm_id(s), (unsigned long long)pos, via ? "a client of node" : "client",
+	     via ? peer_name(via) : conn_peer(c), (unsigned long long)off);
+	struct wire_buf *b;
+	if (strm_closing(s, NULL) || via) {
+		/* A client that has more than this node (a new relay behind the
+		 * old one) drops what it has: nothing below pos is sent. */
+		replay_to(s, c, pos > off ? off : pos);
+		if (!strm_is_open(s)) {
+			b = node_scratch(n);
+			msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+			msgpack_pack_uint64(pk, off);
+			wire_end(b, 0);
+			conn_send(c, b);
+			return;
+		}
+		/* The node takes the stream's bytes from off on, on the link,
+		 * behind this OK: it makes its copy from the OPENED in it, or
+		 * adds the client to the copy it has. */
+		if (!has && strm_add_receiver_at(s, sub, off) < 0) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory");
+			return;
+		}
+		struct blob *op = strm_opened(s);
+		b = node_scratch(n);
+		msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+		msgpack_pack_array(pk, 2);
+		msgpack_pack_uint64(pk, off);
+		msgpack_pack_bin(pk, blob_len(op));
+		wire_end(b, blob_len(op));
+		struct blob *ok = blob_new(b->len + blob_len(op));
+		if (!ok) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory");
+			return;
+		}
+		memcpy(blob_data(ok), b->p, b->len);
+		memcpy(blob_data(ok) + b->len, blob_data(op), blob_len(op));
+		conn_send_blob(c, ok);
+		blob_unref(ok);
+		return;
+	}
+	if (streams_attach_local(n, s, &sub, 1, pos) < 0) {
+		conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	strm_kick(s);
+	b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	msgpack_pack_uint64(pk, off);
+	wire_end(b, 0);
+	conn_send(c, b);
 }

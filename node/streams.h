@@ -23,6 +23,9 @@ void streams_open(struct node *n, struct conn *c, const struct wire_msg *m);
 void streams_chunk(struct node *n, struct conn *c, const struct wire_msg *m);
 void streams_close(struct node *n, struct conn *c, const struct wire_msg *m);
 void streams_abort(struct node *n, struct conn *c, const struct wire_msg *m);
+/* STREAM_REJOIN: a receiver moved here (or to a node mirroring the room)
+ * takes an open stream again from the offset it has. */
+void streams_rejoin(struct node *n, struct conn *c, const struct wire_msg *m);
 
 /* After a loop turn: s's window moved; send credit, or finish its close. */
 void streams_flush_due(struct node *n, struct strm *s);

@@ -457,6 +457,16 @@ void room_sub_clear_topics(struct room_sub *s)
 	s->ntopics = 0;
 }
 
+size_t room_sub_topic_count(const struct room_sub *s)
+{
+	return s->ntopics;
+}
+
+const char *room_sub_topic(const struct room_sub *s, size_t i)
+{
+	return i < s->ntopics ? s->topics[i] : NULL;
+}
+
 int room_sub_wants(const struct room_sub *s, const char *topic, size_t len)
 {
 	if (s->ntopics == 0)

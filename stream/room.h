@@ -111,6 +111,9 @@ uint64_t room_sub_weight(const struct room_sub *s);
 int room_sub_copy_topics(struct room_sub *dst, const struct room_sub *src);
 /* Forgets the topic filter (s then wants every topic). */
 void room_sub_clear_topics(struct room_sub *s);
+/* The topic filter: count (0: every topic) and the i-th topic. */
+size_t room_sub_topic_count(const struct room_sub *s);
+const char *room_sub_topic(const struct room_sub *s, size_t i);
 /* Whether a stream of this topic goes to s: yes if s named no topic. */
 int room_sub_wants(const struct room_sub *s, const char *topic, size_t len);
 /* Open byte streams in the room (kept by the stream table). */

@@ -452,10 +452,14 @@ int strm_hash_import(struct strm *s, const void *buf, size_t len)
 {
 	if (len != sizeof(XXH3_state_t))
 		return -1;
-	/* The state holds no pointer but extSecret, which is NULL for the
-	 * default secret every stream uses (XXH3_64bits_reset). */
+	/* The state holds one pointer, extSecret: for the default secret
+	 * every stream uses (XXH3_64bits_reset) it points at xxHash's own
+	 * table, in this process too, as s->hash was reset at the open. (NULL
+	 * would hash with the state's customSecret, which is unset: a stream
+	 * taken over ended with a wrong checksum.) */
+	const unsigned char *secret = s->hash->extSecret;
 	memcpy(s->hash, buf, len);
-	s->hash->extSecret = NULL;
+	s->hash->extSecret = secret;
 	return 0;
 }
 

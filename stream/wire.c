@@ -47,6 +47,8 @@ static const struct wire_schema schemas[] = {
 	{WIRE_STREAM_CHUNK, "sub"},
 	{WIRE_STREAM_CLOSE, "ssmv"},
 	{WIRE_STREAM_ABORT, "ss"},
+	/* room, stream, offset; topics: only from a client's node to the relay */
+	{WIRE_STREAM_REJOIN, "ssu|l"},
 	{WIRE_STREAM_OPENED, "ssssssvmlu|u"},
 	{WIRE_STREAM_DATA, "sub"},
 	{WIRE_STREAM_END, "sssmuv"},

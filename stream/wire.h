@@ -68,6 +68,8 @@ enum wire_type {
 	WIRE_STREAM_CHUNK = 301,
 	WIRE_STREAM_CLOSE = 302,
 	WIRE_STREAM_ABORT = 303,
+	/* 304: another request of the senders' side */
+	WIRE_STREAM_REJOIN = 305, /* a receiver moved to another node takes the stream again */
 	WIRE_STREAM_OPENED = 310,
 	WIRE_STREAM_DATA = 311,
 	WIRE_STREAM_END = 312,

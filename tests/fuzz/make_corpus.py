@@ -20,6 +20,7 @@ HELLO, WELCOME, OK, ERROR, PING, PONG = 1, 2, 3, 4, 5, 6
 CREATE, REMOVE, GRANT, REVOKE, SUBSCRIBE, UNSUBSCRIBE, INFO = range(100, 107)
 PUSH, DELIVER = 200, 201
 STREAM_OPEN, STREAM_CHUNK, STREAM_CLOSE, STREAM_ABORT = 300, 301, 302, 303
+STREAM_REJOIN = 305
 STREAM_OPENED, STREAM_DATA, STREAM_END, STREAM_CREDIT = 310, 311, 312, 320
 ROOM_CLOSED = 400
 FRAME_MAX = 1 << 20
@@ -65,6 +66,8 @@ seeds = {
     "stream-chunk": frame(STREAM_CHUNK, 17, "s1", 0, b"\x00" * 64),
     "stream-close": frame(STREAM_CLOSE, 18, "s1", "", {}, None),
     "stream-abort": frame(STREAM_ABORT, 19, "s1", "cancelled"),
+    "stream-rejoin": frame(STREAM_REJOIN, 20, ROOM, "s1", 2**40),
+    "stream-rejoin-topics": frame(STREAM_REJOIN, 21, ROOM, "s1", 0, ["video", ""]),
     "stream-opened": frame(STREAM_OPENED, 0, ROOM, "s1", "alice", "video", "clip.mp4",
                            "video/mp4", None, {}, [], 65536),
     "stream-data": frame(STREAM_DATA, 0, "s1", 64, b"data"),

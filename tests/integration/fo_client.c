@@ -11,6 +11,12 @@
  *     pushes payload(1..COUNT), at most 8 unanswered, one every 5 ms; passes
  *     when every push's callback ran once, in order, with seq == its index.
  *
+ *   fo_client ssub SERVERS ROOM BYTES TIMEOUT_S
+ *     subscribes with a stream handler and reads the first stream of the
+ *     room; passes when it ends ok with BYTES bytes, every byte i equal to
+ *     ssub_byte(i) (each once, in order: a byte twice or a gap shifts the
+ *     pattern), "progress N" each 256 KiB.
+ *
  * stdout: "ready SERVER" once connected (and subscribed), "moved SERVER" on
  * each move, "progress N" every 50 pushes, and a last line "ok ..." or
  * "FAIL ...". Exit 0 on pass, 1 on failure, 2 on usage.
@@ -180,6 +186,77 @@ static void push_more(struct st *s)
 	s->next++;
 }
 
+/* ---- ssub: one byte stream received across moves ---- */
+
+/* Byte i of the stream test_failover.py sends (PatternStreamer). */
+static uint8_t ssub_byte(uint64_t i)
+{
+	return (uint8_t)(i * 131 + (i >> 16));
+}
+
+struct ssub {
+	struct st *s;
+	uint64_t want, got, next_progress;
+	int reading;
+};
+
+static void ssub_chunk(struct vroom_reader *r, const void *data, size_t len, void *arg)
+{
+	struct ssub *x = arg;
+	const uint8_t *p = data;
+	for (size_t k = 0; k < len && !x->s->failed; k++)
+		if (p[k] != ssub_byte(x->got + k))
+			fail(x->s,
+			     "stream byte %" PRIu64 " is %u, expected %u (a byte twice or a gap)",
+			     x->got + k, p[k], ssub_byte(x->got + k));
+	x->got += len;
+	if (x->got > x->want)
+		fail(x->s, "stream: %" PRIu64 " bytes, more than %" PRIu64, x->got, x->want);
+	while (x->got >= x->next_progress) {
+		printf("progress %" PRIu64 "\n", x->next_progress);
+		fflush(stdout);
+		x->next_progress += 256u << 10;
+	}
+}
+
+static void ssub_progress(struct vroom_reader *r, uint64_t received, int64_t total, void *arg)
+{
+	struct ssub *x = arg;
+	/* the library's count is the offset delivered: it must be ours */
+	if (received != x->got)
+		fail(x->s, "stream: the library says %" PRIu64 " bytes, %" PRIu64 " arrived",
+		     received, x->got);
+}
+
+static void ssub_end(struct vroom_reader *r, const struct vroom_stream_end *e, void *arg)
+{
+	struct ssub *x = arg;
+	if (!e->ok)
+		fail(x->s, "stream ended %s (%s) after %" PRIu64 " bytes", e->status, e->reason,
+		     e->bytes);
+	else if (x->got != x->want || e->bytes != x->want)
+		fail(x->s, "stream ended ok after %" PRIu64 " bytes (library %" PRIu64
+			   "), expected %" PRIu64,
+		     x->got, e->bytes, x->want);
+	else
+		x->s->done = 1;
+	x->s->got = x->got;
+	vroom_stop(x->s->v);
+}
+
+static void ssub_on_stream(struct vroom *v, struct vroom_reader *r, void *arg)
+{
+	struct ssub *x = arg;
+	if (x->reading) {
+		fail(x->s, "a second stream opened: %s", vroom_reader_info(r)->id);
+		return;
+	}
+	x->reading = 1;
+	struct vroom_reader_cbs cbs = {
+	    .chunk = ssub_chunk, .progress = ssub_progress, .end = ssub_end};
+	vroom_reader_set(r, &cbs, x);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	push_more(arg);
@@ -187,16 +264,23 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 int main(int argc, char **argv)
 {
-	if (argc < 6 || argc > 7 || (strcmp(argv[1], "sub") != 0 && strcmp(argv[1], "pub") != 0)) {
-		fprintf(stderr, "usage: fo_client sub|pub SERVERS ROOM COUNT TIMEOUT_S [loose]\n");
+	if (argc < 6 || argc > 7 ||
+	    (strcmp(argv[1], "sub") != 0 && strcmp(argv[1], "pub") != 0 &&
+	     strcmp(argv[1], "ssub") != 0)) {
+		fprintf(stderr,
+			"usage: fo_client sub|pub|ssub SERVERS ROOM COUNT TIMEOUT_S [loose]\n");
 		return 2;
 	}
+	int ssub_mode = strcmp(argv[1], "ssub") == 0;
+	struct ssub sx = {.want = ssub_mode ? strtoull(argv[4], NULL, 10) : 0};
 	struct st s = {.pub = strcmp(argv[1], "pub") == 0,
 		       .room = argv[3],
 		       .count = strtoull(argv[4], NULL, 10),
 		       .next = 1};
 	int timeout_ms = atoi(argv[5]) * 1000;
 	s.loose = argc == 7 && strcmp(argv[6], "loose") == 0;
+	if (ssub_mode)
+		s.count = 1; /* BYTES is sx.want */
 	if (s.count == 0 || s.count > 1000000 || !(s.seen = calloc(s.count + 1, 1))) {
 		fprintf(stderr, "fo_client: COUNT must be 1-1000000\n");
 		return 2;
@@ -212,6 +296,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	s.v = v;
+	sx.s = &s;
+	if (ssub_mode && vroom_set_stream_handler(v, NULL, ssub_on_stream, &sx, &e) < 0) {
+		printf("FAIL stream handler: %s\n", e.message);
+		vroom_close(v);
+		return 1;
+	}
 	if (!s.pub && vroom_subscribe(v, s.room, &e) < 0) {
 		printf("FAIL subscribe: %s\n", e.message);
 		vroom_close(v);
@@ -231,12 +321,18 @@ int main(int argc, char **argv)
 		s.failed = 1;
 		if (rc_run < 0)
 			snprintf(s.why, sizeof(s.why), "connection: %s", e.message);
+		else if (ssub_mode)
+			snprintf(s.why, sizeof(s.why),
+				 "timeout: stream bytes %" PRIu64 " of %" PRIu64, sx.got, sx.want);
 		else
 			snprintf(s.why, sizeof(s.why), "timeout: %s %" PRIu64 " of %" PRIu64,
 				 s.pub ? "acked" : "got", s.pub ? s.acked : s.got, s.count);
 	}
 	if (s.failed)
 		printf("FAIL %s\n", s.why);
+	else if (ssub_mode)
+		printf("ok stream %" PRIu64 " bytes moves %" PRIu64 " reordered 0\n", sx.got,
+		       s.moves);
 	else
 		printf("ok %s %" PRIu64 " moves %" PRIu64 " reordered %" PRIu64 "\n",
 		       s.pub ? "acked" : "got", s.pub ? s.acked : s.got, s.moves, s.reordered);

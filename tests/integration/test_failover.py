@@ -84,11 +84,17 @@ a node forwarding to the relay and as the relay: the subscriber gets seqs
 1..N once each, in order, with their payloads and no gap event, and the
 publisher each push's callback once, in order, with seq == its index. The
 vroom CLI the same way: `vroom sub` and `vroom push --each-line` with
-`-s A,B,C`, their nodes killed one after the other.
+`-s A,B,C`, their nodes killed one after the other. A libvroom stream
+reader (fo_client ssub) whose node is frozen 0.7 s, then killed, mid-stream
+(a 6 MiB stream from a raw client on another node): its node a mirror, the
+reader moving to another mirror or to the relay, and its node the relay:
+it takes the stream up (STREAM_REJOIN) and gets every byte once, in order,
+byte for byte, and END ok; the relay must have had bytes for it to catch
+up (the node that took it up logs where each was).
 
 Not tested as working (docs/architecture.md "Not yet"): byte streams open
 while a room is handed over (a join, a thawed relay getting its room back
-mid-stream) or across a client's move to another node.
+mid-stream) or across their sender's move to another node.
 """
 
 import hashlib
@@ -1587,6 +1593,122 @@ def case_lib_subscriber_node_killed():
     lib_case("ls", 0, 1, 0, "sub")
 
 
+class PatternStreamer(Streamer):
+    """A Streamer whose byte i is (i * 131 + i // 65536) & 0xff, which
+    fo_client's ssub mode checks byte by byte."""
+
+    BASE = bytes((j * 131) & 0xff for j in range(Streamer.CHUNK))
+
+    def block(self, k):
+        # within chunk k, i // 65536 == k and i * 131 == j * 131 (mod 256)
+        return self.BASE.translate(bytes((x + k) & 0xff for x in range(256)))
+
+
+LIB_STREAM_MIB = 6
+
+
+def lib_stream_case(prefix, sub_is_relay, to_relay):
+    """A 3-node cluster; a raw client sends one LIB_STREAM_MIB MiB stream,
+    paced over about 10 s, from a node that is not killed; a libvroom
+    receiver (fo_client ssub, the three nodes in its list) is subscribed
+    before the open, on a node that is neither the relay nor the sender's
+    node, or (sub_is_relay) on the relay. Its node is killed once it has
+    1 MiB; it moves to the next node of its list (the relay or the sender's
+    node, as to_relay says, or after a relay kill whichever it reaches) and
+    takes the stream up with STREAM_REJOIN. It must get the whole stream,
+    every byte once, in order, and END ok; the sender its close's OK."""
+    cl = Cluster(prefix, 3)
+    names = sorted(cl.nodes)
+    owner = cl.client(names[0], "pub")
+    room, pl = make_room(owner, lambda p: p["relay"] == names[0])
+    relay = names[0]
+    if sub_is_relay:
+        sub_node, snd_node = relay, names[1]
+        order = [relay, names[2], names[1]] if not to_relay else [relay, names[1], names[2]]
+    else:
+        sub_node, snd_node = names[2], names[1]
+        order = [sub_node] + ([relay, snd_node] if to_relay else [snd_node, relay])
+    sub = fo_client("ssub", cl, order, room, prefix + "-ssub", count=LIB_STREAM_MIB << 20,
+                    timeout=120)
+    sub.wait_line(lambda x: x.startswith("ready"), 20, "the receiver ready")
+    snd = cl.client(snd_node, "pub")  # the owner's identity: may open streams
+    total = LIB_STREAM_MIB << 20
+    st = PatternStreamer(snd, room, "lib", total, 10.0)
+
+    def drive(cond, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            check(time.monotonic() < deadline, "no %s within %.0f s (sent %d of %d, limit %d; "
+                  "receiver: %s)" % (what, timeout, st.off, total, st.limit, sub.lines[-3:]))
+            pump([snd], 0.01)
+            st.step()
+            sub.pump()
+            check(sub.p.poll() is None or cond(), "the receiver exited: %s; stderr: %s" %
+                  (sub.lines[-4:], sub.stderr()[-800:]))
+
+    drive(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= 1 << 20
+                      for x in sub.lines), 60, "1 MiB at the receiver")
+    # Frozen first, so that the relay has bytes the receiver lacks (its
+    # node no longer acknowledges them), then killed.
+    victim = sub_node
+    at_freeze = st.off
+    cl.freeze(victim)
+    t_freeze = time.monotonic()
+    drive(lambda: time.monotonic() - t_freeze >= 0.7, 5, "0.7 s")
+    at = st.off
+    check(at < total, "the stream was over before the failure")
+    t_fail = time.monotonic()
+    cl.kill(victim)
+    drive(lambda: st.reply is not None and sub.p.poll() is not None, 120,
+          "the close's answer and the receiver's verdict")
+    t_end = time.monotonic()
+    rs = sub.finish(5)
+    check(rs == 0, "the receiver exited %s: %s; stderr: %s" %
+          (rs, sub.lines[-6:], sub.stderr()[-1200:]))
+    check(st.reply[0] == OK and st.reply[2] == total, "the close: %s" % brief(st.reply))
+    check(not [v for v in st.stray if v[0] in (STREAM_END, ERROR)],
+          "the sender got %s" % [brief(v) for v in st.stray][:4])
+    moved = [x for x in sub.lines if x.startswith("moved")]
+    check(moved, "the receiver did not move: %s" % sub.lines[-3:])
+    # The node that took it up says where the receiver was, and itself.
+    taken = []
+    for n in cl.nodes.values():
+        if n.fate == "killed":
+            continue
+        for m in re.finditer(r"stream lib: taken up again at (\d+) by (.*) \(here at (\d+)\)",
+                             n.log()):
+            taken.append((n.cname, int(m.group(1)), int(m.group(3)), m.group(2)))
+    check(len(taken) == 1, "the stream was taken up %d times: %s" % (len(taken), taken))
+    node, was, here, who = taken[0]
+    if not sub_is_relay:
+        check(here > was, "the relay had no bytes for the receiver to catch up: %s" % taken)
+    say("%d MiB stream from %s, relay %s; the receiver's node %s frozen at sender offset %.1f "
+        "MiB, killed at %.1f MiB; it %s and took the stream up at %s, at %d (relay at %d: %d "
+        "bytes %s), by %s; it got every byte once, in order, END ok, %.1f s after the kill: %s" %
+        (LIB_STREAM_MIB, snd_node, relay, victim, at_freeze / (1 << 20), at / (1 << 20),
+         "; ".join(moved), node, was, here, abs(here - was),
+         "sent again" if here >= was else "it had already", who, t_end - t_fail, sub.lines[-1]))
+    cl.converge()
+    cl.shutdown()
+
+
+def case_lib_stream_subscriber_node_killed():
+    # the receiver's node mirrors the room; it moves to the sender's node,
+    # another mirror: the relay replays to it through that node
+    lib_stream_case("ss", False, False)
+
+
+def case_lib_stream_subscriber_node_killed_to_relay():
+    # the same, moving to the relay itself: it takes the stream up there
+    lib_stream_case("st", False, True)
+
+
+def case_lib_stream_subscriber_relay_node_killed():
+    # the receiver's node is the relay: the backup takes the stream over,
+    # the receiver takes it up there (or through the other node)
+    lib_stream_case("sr", True, True)
+
+
 def case_lib_subscriber_relay_killed():
     # the subscriber's node is the room's relay too: the room fails over
     # while the subscriber moves
@@ -1754,6 +1876,12 @@ if __name__ == "__main__":
          "handed back)", case_stream_relay_thawed_mid_stream),
         ("libvroom: a subscriber's own node killed", case_lib_subscriber_node_killed),
         ("libvroom: a subscriber's node, the relay, killed", case_lib_subscriber_relay_killed),
+        ("libvroom: a stream receiver's own node killed (to a mirror)",
+         case_lib_stream_subscriber_node_killed),
+        ("libvroom: a stream receiver's own node killed (to the relay)",
+         case_lib_stream_subscriber_node_killed_to_relay),
+        ("libvroom: a stream receiver's node, the relay, killed",
+         case_lib_stream_subscriber_relay_node_killed),
         ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
         ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
         ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),

@@ -34,6 +34,7 @@ from harness import (
 
 STREAM_OPEN, STREAM_CHUNK, STREAM_CLOSE, STREAM_ABORT = 300, 301, 302, 303
 STREAM_OPENED, STREAM_DATA, STREAM_END, STREAM_CREDIT = 310, 311, 312, 320
+STREAM_REJOIN = 305
 E_UNKNOWN_STREAM, E_STREAM_EXISTS, E_BAD_OFFSET, E_OVER_SIZE = 30, 31, 32, 33
 E_CHUNK_TOO_LARGE, E_SIZE_MISMATCH, E_CHECKSUM, E_WINDOW = 34, 35, 36, 37
 
@@ -805,6 +806,43 @@ def late_subscriber():
     check_end(end, sid2, "aborted", reason="x", nbytes=0)
 
 
+def rejoin():
+    """STREAM_REJOIN on one node (no failover: nothing is kept below the
+    offset): its checks in order, then a receiver that takes the stream up
+    at the node's offset gets the rest and the END, no OPENED."""
+    snd, room, (early,) = scene("early")
+    sid = new_sid("rejoin")
+    snd.open_ok(room, sid, size=8)
+    late = peer("late")
+    late.error(E_UNKNOWN_ROOM, STREAM_REJOIN, "nosuchroom000000", sid, 0)
+    late.error(E_BAD_REQUEST, STREAM_REJOIN, room, sid, 0)  # not subscribed
+    late.subscribe(room)
+    late.error(E_UNKNOWN_STREAM, STREAM_REJOIN, room, "nope", 0)
+    snd.subscribe(room)
+    snd.error(E_UNKNOWN_STREAM, STREAM_REJOIN, room, sid, 0)  # its own
+    snd.chunk(sid, 0, b"1234")
+    snd.ping()
+    late.error(E_BAD_OFFSET, STREAM_REJOIN, room, sid, 0)  # not kept
+    check(late.ok(STREAM_REJOIN, room, sid, 4) == 4, "the node's offset")
+    late.error(E_BAD_REQUEST, STREAM_REJOIN, room, sid, 4)  # receives it already
+    snd.chunk(sid, 4, b"5678")
+    snd.ok(STREAM_CLOSE, sid, "", {}, None)
+    opened, datas, end = receive_stream(early, sid)
+    check_data(datas, [b"1234", b"5678"])
+    is_ours = lambda v: sid_of(v) == sid and v[0] in (STREAM_OPENED, STREAM_DATA, STREAM_END)
+    v = late.expect(is_ours, "STREAM_DATA of %s" % sid)
+    check(v[0] == STREAM_DATA and v[3] == 4 and v[4] == b"5678", "late got %s" % brief([v]))
+    check_end(late.expect(is_ours, "STREAM_END of %s" % sid), sid, "ok", nbytes=8)
+    # destinations: a stream for bob only is not carol's to take up
+    carol = peer("carol")
+    carol.subscribe(room)
+    sid2 = new_sid("rejoin")
+    snd.open_ok(room, sid2, dests=["bob"])
+    carol.error(E_UNKNOWN_STREAM, STREAM_REJOIN, room, sid2, 0)
+    snd.ok(STREAM_ABORT, sid2, "x")
+    carol.nothing_more("frames of a stream for bob")
+
+
 def credit():
     # 16 windows through a receiver that reads as it comes; the sender
     # keeps within the limit the node tells it.
@@ -1148,6 +1186,7 @@ CASES = [
     ("dests [bob]: carol gets not one byte", dests_only_bob),
     ("topics [a]: nothing of topic b", topics_filter),
     ("subscriber after the open gets nothing", late_subscriber),
+    ("STREAM_REJOIN: checks, then the rest of the stream (305)", rejoin),
     ("credit: acked never past bytes sent", credit),
     ("abort, close with a reason: END aborted", abort_and_close_with_reason),
     ("sender disconnects: END aborted", sender_disconnects),
