@@ -39,8 +39,8 @@ struct ring {
 	uint64_t handed_ms; /* when this node last handed the room over (0: never) */
 	char handed_to[MEMB_NAME_MAX + 1];
 	char src[MEMB_NAME_MAX + 1]; /* a backup's: the relay that last sent the room's state */
-	int pinned; /* a backup's: src keeps relaying the room, though this node
-		     * comes first in its list, until its streams end */
+	int pinned;		     /* a backup's: src keeps relaying the room, though this node
+				      * comes first in its list, until its streams end */
 	uint64_t state_ms;  /* when this node, relaying it, last sent its state */
 	struct entry *e;
 	size_t head, len, cap, bytes;
@@ -998,8 +998,7 @@ const char *repl_pinned_to(struct node *n, const char *id)
 {
 	struct repl *rp = node_repl(n);
 	struct ring *g = ring_of(rp, id, 0);
-	if (!g || !g->pinned || !rooms_find(rp->replicas, id, ROOM_ID_LEN) ||
-	    !source_alive(n, id))
+	if (!g || !g->pinned || !rooms_find(rp->replicas, id, ROOM_ID_LEN) || !source_alive(n, id))
 		return NULL;
 	return g->src;
 }

@@ -50,8 +50,8 @@ struct mirror_meta {
 	char id[ROOM_ID_LEN + 1];
 	char relay[65];
 	uint64_t orphan_since; /* 0: attached */
-	int stays; /* stayed with its relay, though placement names another,
-		    * while streams flowed from it (reattach): checked again */
+	int stays;	       /* stayed with its relay, though placement names another,
+				* while streams flowed from it (reattach): checked again */
 };
 
 /* A relay named by a `moved` answer: requests for the room go there, not
@@ -569,8 +569,8 @@ static void mirror_rejoin(struct node *n, struct conn *c, const struct wire_msg 
 	size_t waiting = 0;
 	struct fwd *f;
 	TAILQ_FOREACH(f, &r->fwds, next)
-		if (f->sid == conn_sid(c) && f->type == WIRE_STREAM_REJOIN)
-			waiting++;
+	if (f->sid == conn_sid(c) && f->type == WIRE_STREAM_REJOIN)
+		waiting++;
 	if (waiting >= node_cfg(n)->max_streams) {
 		node_counters(n)->limits_hit++;
 		conn_error(
@@ -785,8 +785,7 @@ static void rejoined(struct node *n, struct conn *c, struct peer *p, uint64_t ri
 	struct wire_msg om;
 	size_t used;
 	const char *refuse = NULL;
-	if (op && p &&
-	    wire_parse(r->inner, op, oplen, &om, &used) == WIRE_OK_ && used == oplen &&
+	if (op && p && wire_parse(r->inner, op, oplen, &om, &used) == WIRE_OK_ && used == oplen &&
 	    om.type == WIRE_STREAM_OPENED) {
 		struct room *mr = rooms_find(r->mirrors, S(om.f[0]));
 		struct room_sub *sub = mr ? conn_find_sub(c, mr) : NULL;
