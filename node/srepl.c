@@ -118,7 +118,9 @@ static void to_backups(struct node *n, const char *room, const uint8_t *f, size_
 static void enc_stream(struct node *n, struct wire_buf *b, struct strm *s)
 {
 	struct conn *c = strm_sender(s);
-	uint64_t sid = c ? conn_sid(c) : strm_claim_sid(s);
+	/* the sender's publisher key (its session id without one): what a
+	 * session must have to claim the stream after a takeover */
+	uint64_t sid = c ? conn_push_key(c) : strm_claim_sid(s);
 	uint8_t hash[1024];
 	size_t hlen = strm_hash_export(s, hash, sizeof(hash));
 	size_t k = 0;

@@ -47,6 +47,7 @@ static const struct wire_schema schemas[] = {
 	{WIRE_STREAM_CHUNK, "sub"},
 	{WIRE_STREAM_CLOSE, "ssmv"},
 	{WIRE_STREAM_ABORT, "ss"},
+	{WIRE_STREAM_CLAIM, "ss"},
 	{WIRE_STREAM_OPENED, "ssssssvmlu|u"},
 	{WIRE_STREAM_DATA, "sub"},
 	{WIRE_STREAM_END, "sssmuv"},

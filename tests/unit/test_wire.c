@@ -165,6 +165,7 @@ static const struct rt_case rt_cases[] = {
 	{"STREAM_CHUNK", WIRE_STREAM_CHUNK, "sub"},
 	{"STREAM_CLOSE", WIRE_STREAM_CLOSE, "ssmv"},
 	{"STREAM_ABORT", WIRE_STREAM_ABORT, "ss"},
+	{"STREAM_CLAIM", WIRE_STREAM_CLAIM, "ss"},
 	{"STREAM_OPENED", WIRE_STREAM_OPENED, "ssssssvmlu"},
 	{"STREAM_OPENED with origin", WIRE_STREAM_OPENED, "ssssssvmluu"},
 	{"STREAM_DATA", WIRE_STREAM_DATA, "sub"},
