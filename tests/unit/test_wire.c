@@ -1042,7 +1042,7 @@ static void test_root_not_array(void **state)
 static void test_unknown_type(void **state)
 {
 	struct fx *f = *state;
-	const unsigned types[] = {0, 7, 99, 110, 304, 399, 401, 499, 514, 599, 65535};
+	const unsigned types[] = {0, 7, 99, 110, 305, 399, 401, 499, 514, 599, 65535};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		assert_false(wire_type_known(types[i]));
