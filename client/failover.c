@@ -52,6 +52,12 @@ static void arm(struct vroom *v, int ms)
 		evtimer_add(v->timer, &tv);
 }
 
+void vroom_fo_tick_soon(struct vroom *v)
+{
+	if (v->timer && v->state == VROOM_ST_READY && !evtimer_pending(v->timer, NULL))
+		arm(v, TICK_MS);
+}
+
 /* ---------------------------------------------------------------- settings */
 
 int vroom_set_reconnect(struct vroom *v, const struct vroom_reconnect *o, struct vroom_error *err)
@@ -572,6 +578,8 @@ int vroom_fo_lost(struct vroom *v, const struct vroom_error *why)
 				p->gen = 0; /* asking again changes nothing */
 				continue;
 			}
+			if (vroom_streams_keep_close(v, p))
+				continue; /* goes again once its stream is claimed */
 			fail = p;
 			break;
 		}
@@ -633,6 +641,11 @@ void vroom_fo_welcomed(struct vroom *v)
 				break;
 			resubscribe(v, s);
 		}
+		/* Then the streams this client sends, each claimed again
+		 * (client/stream.c). */
+		vroom_streams_tick(v);
+		if (v->free_asked || v->state != VROOM_ST_READY)
+			return;
 	}
 	arm(v, TICK_MS);
 }
@@ -696,7 +709,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 	} else if (v->state == VROOM_ST_READY) {
-		if (check_subs(v) && v->state == VROOM_ST_READY)
+		int again = check_subs(v);
+		if (v->state == VROOM_ST_READY && !v->free_asked && vroom_streams_tick(v))
+			again = 1;
+		if (again && v->state == VROOM_ST_READY)
 			arm(v, TICK_MS);
 	}
 	v->busy--;

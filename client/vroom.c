@@ -248,6 +248,9 @@ static void on_ok(struct vroom *v, const struct wire_msg *m)
 	case WIRE_SUBSCRIBE:
 		vroom_fo_sub_reply(v, p, &r, val);
 		break;
+	case WIRE_STREAM_CLAIM:
+		vroom_streams_on_claimed(v, p, val); /* takes p's callback */
+		break;
 	case WIRE_INFO:
 		if (!val)
 			break;

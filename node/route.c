@@ -974,7 +974,9 @@ void route_proxy_gone(struct node *n, struct peer *p, uint64_t sid)
 	free(smap_del(r->proxies, &key, sizeof(key)));
 }
 
-static void proxy_drop(struct node *n, struct peer *p, uint64_t sid)
+/* Ends the proxy of session sid on link p: its client left (ended: its
+ * streams end), or the link dropped (they wait to be claimed, streams.h). */
+static void proxy_drop(struct node *n, struct peer *p, uint64_t sid, int ended)
 {
 	struct route *r = node_route(n);
 	struct proxy_key key = {p, sid};
@@ -984,7 +986,8 @@ static void proxy_drop(struct node *n, struct peer *p, uint64_t sid)
 	struct conn *c;
 	memcpy(&c, k + 1, sizeof(c));
 	free(k);
-	conn_end_session(c); /* its client left: its streams end */
+	if (ended)
+		conn_end_session(c);
 	conn_close(c, 0, 0, NULL);
 }
 
@@ -1182,7 +1185,7 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_FWD_REPLY: on_fwd_reply(n, m); break;
 	case WIRE_NODE_SUB: on_node_sub(n, p, m, raw, len); break;
 	case WIRE_ROOM_MOVED: on_room_moved(n, m); break;
-	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u); break;
+	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u, 1); break;
 	case WIRE_STREAM_ACK: on_ack(n, p, m); break;
 	case WIRE_OK:
 	case WIRE_ERROR:
@@ -1240,7 +1243,7 @@ void route_peer_gone(struct node *n, struct peer *p)
 	pos = 0;
 	while ((k = smap_next(r->proxies, &pos)) != NULL) {
 		if (k->p == p) {
-			proxy_drop(n, p, k->sid);
+			proxy_drop(n, p, k->sid, 0);
 			pos = 0;
 		}
 	}

@@ -441,10 +441,15 @@ int strm_hash_import(struct strm *s, const void *buf, size_t len)
 {
 	if (len != sizeof(XXH3_state_t))
 		return -1;
-	/* The state holds no pointer but extSecret, which is NULL for the
-	 * default secret every stream uses (XXH3_64bits_reset). */
+	/* The state holds no pointer but extSecret, which XXH3_64bits_reset
+	 * (every stream's) points at the library's default secret, in this
+	 * process. (NULL would mean the state's own customSecret, which a
+	 * reset without a seed leaves unset: a wrong digest after a takeover,
+	 * which a close with a checksum refused.) */
+	XXH3_state_t fresh;
+	XXH3_64bits_reset(&fresh);
 	memcpy(s->hash, buf, len);
-	s->hash->extSecret = NULL;
+	s->hash->extSecret = fresh.extSecret;
 	return 0;
 }
 

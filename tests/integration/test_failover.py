@@ -101,6 +101,7 @@ import shutil
 import signal
 import socket
 import struct
+import types
 import subprocess
 import sys
 import tempfile
@@ -1518,6 +1519,102 @@ def case_lib_publisher_node_killed():
     lib_case("lp", 0, 0, 1, "pub")
 
 
+SPUB_MIB = int(os.environ.get("FAILOVER_SPUB_MIB", "8"))  # fo_client spub sends ~1 MiB/s
+
+
+def lib_stream_case(prefix, pub_is_relay):
+    """A 3-node cluster; a raw receiver on a node that stays; fo_client
+    spub (a libvroom vroom_writer with reconnection on, all three nodes in
+    its list, its own first) sends one SPUB_MIB MiB stream into the room;
+    the publisher's node is killed (kill -9) a quarter of the way in: the
+    relay (pub_is_relay: the room's first backup takes it over, and the
+    client's new session claims the stream there), or a node that only
+    forwards (the relay waits for the publisher's new session to claim it).
+    The stream must end `ok` at the receiver with every byte once, in
+    order (one OPENED, DATA at contiguous offsets, one END ok with the byte
+    count; the relay checked the writer's XXH3 at the close), and the
+    writer's close must succeed with every byte acknowledged."""
+    cl = Cluster(prefix, 3)
+    names = sorted(cl.nodes)
+    pub_node, sub_node = names[0], names[2]
+    owner = cl.client(names[1], "pub")
+    if pub_is_relay:
+        room, pl = make_room(owner, lambda p: p["relay"] == pub_node and
+                             p["backups"][0] == names[1])
+    else:
+        room, pl = make_room(owner, lambda p: p["relay"] == names[1] and
+                             p["backups"][0] == sub_node)
+    owner.close()
+    cl.clients.remove(owner)
+    relay, b1 = pl["relay"], pl["backups"][0]
+    sub = cl.client(sub_node, "sub")
+    ok(sub, SUBSCRIBE, room)
+    total = SPUB_MIB << 20
+    rot = [pub_node] + [n for n in names if n != pub_node]
+    f = fo_client("spub", cl, rot, room, prefix + "-spub", count=total, timeout=120)
+
+    def run(cond, timeout, what):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            pump([sub], 0.02)
+            f.pump()
+            if cond():
+                return
+            check(f.p.poll() is None,
+                  "fo_client spub exited %s before %s: %s; stderr: %s" %
+                  (f.p.poll(), what, f.lines[-5:], f.stderr()[-800:]))
+        raise TestFailure("no %s within %.0f s: %s; stderr: %s" %
+                          (what, timeout, f.lines[-5:], f.stderr()[-800:]))
+
+    run(lambda: any(x.startswith("ready") for x in f.lines), 20, "the publisher ready")
+    quarter = total // 4
+    run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= quarter
+                    for x in f.lines), 60, "a quarter of the stream")
+    t_fail = time.monotonic()
+    cl.kill(pub_node)
+    ended = lambda: any(v[0] == STREAM_END and v[2] == "fo-spub" for _, v in sub.frames)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120 and (f.p.poll() is None or not ended()):
+        pump([sub], 0.02)
+        f.pump()
+    rc = f.finish(5)
+    t_end = time.monotonic()
+    check(rc == 0 and f.lines and f.lines[-1].startswith("ok sent %d" % total),
+          "fo_client spub exited %s: %s; stderr: %s" % (rc, f.lines[-6:], f.stderr()[-800:]))
+    moved = [x for x in f.lines if x.startswith("moved")]
+    check(moved, "the publisher did not move: %s" % f.lines[-4:])
+    h, blk = hashlib.sha256(), Streamer.CHUNK
+    for k in range((total + blk - 1) // blk):  # fo_client's spub_block(k), as Streamer's
+        h.update((hashlib.sha256(b"blk %d" % k).digest() * (blk // 32))[:total - k * blk])
+    st = types.SimpleNamespace(sid="fo-spub", total=total, h=h)
+    load = types.SimpleNamespace(other={id(sub): [v for _, v in sub.frames]})
+    chunks = check_stream(load, [sub], st)
+    at = relay if not pub_is_relay else b1
+    check(log_has(cl[at], r"stream fo-spub: claimed by session"),
+          "%s did not log the stream claimed by the new session" % at)
+    if pub_is_relay:
+        check(log_has(cl[b1], r"took over stream fo-spub of room %s" % re.escape(room[:6])),
+              "%s did not log taking the stream over" % b1)
+    say("%d MiB stream from a libvroom writer on %s (%s) killed at a quarter: %s; the receiver "
+        "on %s got it byte for byte, one END ok (%s chunks), %.1f s after the kill" %
+        (SPUB_MIB, pub_node, "the relay" if pub_is_relay else "relay " + relay,
+         "; ".join(moved), sub_node, chunks.get("sub"), t_end - t_fail))
+    cl.converge()
+    cl.shutdown()
+
+
+def case_lib_stream_publisher_node_killed():
+    # the stream's sender's own node forwards to the relay: the relay keeps
+    # the stream for the sender's new session, which claims it
+    lib_stream_case("sp", False)
+
+
+def case_lib_stream_publisher_relay_killed():
+    # the sender's node is the relay: its first backup takes the stream over
+    # and the sender's new session claims it there
+    lib_stream_case("sq", True)
+
+
 def case_lib_node_drained():
     # SIGTERM of the node that relays the room and serves both clients:
     # it hands the room to its backup, its clients move and go on
@@ -1669,6 +1766,10 @@ if __name__ == "__main__":
         ("libvroom: a subscriber's node, the relay, killed", case_lib_subscriber_relay_killed),
         ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
         ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
+        ("libvroom: a byte stream's sender's own node killed",
+         case_lib_stream_publisher_node_killed),
+        ("libvroom: a byte stream's sender's node, the relay, killed",
+         case_lib_stream_publisher_relay_killed),
         ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),
         ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
         ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),
