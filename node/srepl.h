@@ -4,8 +4,8 @@
  * At the relay: when a stream opens, each backup of its room gets a
  * replica (REPL_STREAM: the STREAM_OPENED frame, the sender's node and
  * publisher key (a session id without one), the offset, the XXH3 state,
- * the receiver nodes), then every chunk (REPL_CHUNK, sent before the chunk goes to any receiver) and the
- * end (REPL_STREAM_END). The first backup acknowledges what it holds
+ * the receiver nodes), then every chunk (REPL_CHUNK, sent before the
+ * chunk goes to any receiver) and the end (REPL_STREAM_END). The first backup acknowledges what it holds
  * (REPL_CHUNK_ACK) and the relay never tells the sender that bytes are
  * taken (credit's acked) past that: every byte the sender may have
  * forgotten is at the backup.
@@ -18,8 +18,9 @@
  * again (node/streams.c streams_from_replica), at the backup's offset,
  * waiting for its receiver nodes to come back (STREAM_REATTACH) and for a
  * session with its sender's publisher key to claim it (the same session,
- * or a new one after the client moved: STREAM_CLAIM); the sender's node is told the offset
- * (STREAM_RESUME) and sends again what it kept from there.
+ * or a new one after the client moved: STREAM_CLAIM); the sender's node
+ * is told the offset (STREAM_RESUME) and sends again what it kept from
+ * there.
  */
 #ifndef VROOM_NODE_SREPL_H
 #define VROOM_NODE_SREPL_H
