@@ -5,10 +5,10 @@
  * replica (REPL_STREAM: the STREAM_OPENED frame, the sender's node and
  * publisher key (a session id without one), the offset, the XXH3 state,
  * the receiver nodes), then every chunk (REPL_CHUNK, sent before the
- * chunk goes to any receiver) and the end (REPL_STREAM_END). The first backup acknowledges what it holds
- * (REPL_CHUNK_ACK) and the relay never tells the sender that bytes are
- * taken (credit's acked) past that: every byte the sender may have
- * forgotten is at the backup.
+ * chunk goes to any receiver) and the end (REPL_STREAM_END). The first
+ * backup acknowledges what it holds (REPL_CHUNK_ACK) and the relay never
+ * tells the sender that bytes are taken (credit's acked) past that: every
+ * byte the sender may have forgotten is at the backup.
  *
  * At a backup: per stream, the bytes from what the relay said its
  * receivers have taken up to the offset (at most about one window), and
