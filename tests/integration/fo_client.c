@@ -253,7 +253,8 @@ static void spub_more(struct spub *p)
 		return;
 	gettimeofday(&now, NULL);
 	double secs = (double)(now.tv_sec - p->t0.tv_sec) + (now.tv_usec - p->t0.tv_usec) / 1e6;
-	uint64_t allowed = ((uint64_t)(secs * SPUB_RATE) + SPUB_BLOCK) / 16384 * 16384;
+	/* in steps of 10000 bytes: chunks of a few steps, not block-aligned */
+	uint64_t allowed = ((uint64_t)(secs * SPUB_RATE) + SPUB_BLOCK) / 10000 * 10000;
 	if (allowed > p->total)
 		allowed = p->total;
 	while (p->given < allowed) {

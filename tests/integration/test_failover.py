@@ -1525,7 +1525,8 @@ SPUB_MIB = int(os.environ.get("FAILOVER_SPUB_MIB", "8"))  # fo_client spub sends
 def lib_stream_case(prefix, pub_is_relay):
     """A 3-node cluster; a raw receiver on a node that stays; fo_client
     spub (a libvroom vroom_writer with reconnection on, all three nodes in
-    its list, its own first) sends one SPUB_MIB MiB stream into the room;
+    its list: its own, then the receiver's, which never relays the room, so
+    that the claim is forwarded) sends one SPUB_MIB MiB stream into the room;
     the publisher's node is killed (kill -9) a quarter of the way in: the
     relay (pub_is_relay: the room's first backup takes it over, and the
     client's new session claims the stream there), or a node that only
@@ -1550,8 +1551,10 @@ def lib_stream_case(prefix, pub_is_relay):
     sub = cl.client(sub_node, "sub")
     ok(sub, SUBSCRIBE, room)
     total = SPUB_MIB << 20
-    rot = [pub_node] + [n for n in names if n != pub_node]
-    f = fo_client("spub", cl, rot, room, prefix + "-spub", count=total, timeout=120)
+    # after its own, the receiver's node, which is not the relay (before or
+    # after the kill): the claim goes through a forwarding node
+    order = [pub_node, sub_node, names[1]]
+    f = fo_client("spub", cl, order, room, prefix + "-spub", count=total, timeout=120)
 
     def run(cond, timeout, what):
         t0 = time.monotonic()
