@@ -431,7 +431,8 @@ int vroom_writer_abort(struct vroom_writer *w, const char *reason, struct vroom_
 		/* Not on a node now: the relay ends the stream when nobody
 		 * claims it; a claim already out sends the abort (on_claimed). */
 		struct vroom_error e;
-		vroom_seterr(&e, VROOM_E_ABORTED, "aborted by the sender: %s", reason ? reason : "");
+		vroom_seterr(&e, VROOM_E_ABORTED, "aborted by the sender: %s",
+			     reason ? reason : "");
 		writer_finish(w, &e);
 		return 0;
 	}
@@ -497,9 +498,8 @@ static void on_claim_reply(struct vroom *v, const struct vroom_result *r, void *
 		/* The relay no longer knows the stream (it ended, or nobody
 		 * claimed it in time), or never answered in time. */
 		struct vroom_error e;
-		vroom_seterr(&e, r->err->code,
-			     "stream %s lost in the move to %s: %s: %s", w->id, v->server,
-			     vroom_code_name(r->err->code), r->err->message);
+		vroom_seterr(&e, r->err->code, "stream %s lost in the move to %s: %s: %s", w->id,
+			     v->server, vroom_code_name(r->err->code), r->err->message);
 		writer_finish(w, &e);
 		return;
 	}
@@ -534,13 +534,16 @@ void vroom_streams_on_claimed(struct vroom *v, struct pending *p, const msgpack_
 	}
 	w->resume = 0;
 	struct vroom_error e;
-	const msgpack_object *a = val && val->type == MSGPACK_OBJECT_ARRAY && val->via.array.size >= 3
-					  ? val->via.array.ptr
-					  : NULL;
+	const msgpack_object *a =
+	    val && val->type == MSGPACK_OBJECT_ARRAY && val->via.array.size >= 3
+		? val->via.array.ptr
+		: NULL;
 	if (!a || a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
 	    a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].type != MSGPACK_OBJECT_BOOLEAN) {
-		vroom_seterr(&e, VROOM_E_PROTOCOL, "stream %s: the node's answer to its claim is not "
-			     "[offset, limit, closing]", w->id);
+		vroom_seterr(&e, VROOM_E_PROTOCOL,
+			     "stream %s: the node's answer to its claim is not [offset, limit, "
+			     "closing]",
+			     w->id);
 		send_abort(w, "the sender could not read the claim's answer");
 		writer_finish(w, &e);
 		return;

@@ -85,7 +85,7 @@ struct conn {
 	uint64_t sid;	   /* random: names the session across nodes */
 	uint64_t push_key; /* names the publisher across sessions (0: sid); see conn.h */
 	struct peer *proxy; /* set: a remote session relayed here over this link */
-	int session_ended;  /* its session ended for good (SESSION_END): streams end too */
+	int session_ended;  /* SESSION_END: its session is over, its streams end */
 	enum conn_state state;
 	struct bufferevent *bev;
 	struct event *timer; /* HELLO deadline, then the linger deadline */

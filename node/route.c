@@ -542,7 +542,8 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 				   "too many open streams on this connection (max_streams)");
 			return 1;
 		}
-		if (forward(n, p, c, raw, len, m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
+		if (forward(n, p, c, raw, len,
+			    m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
 			fail_unreachable(c, m->rid);
 		return 1;
 	case WIRE_STREAM_CHUNK:
@@ -1157,7 +1158,8 @@ void route_stream_resume(struct node *n, struct strm *s, const char *sender_node
 	if (strcmp(sender_node, clus_self(cl)) == 0) {
 		/* The sender is this node's client: what it kept goes through
 		 * this node's handlers, and claims the stream. */
-		struct conn *c = conns_find_sender(node_conns(n), sid, strm_id(s), strlen(strm_id(s)));
+		struct conn *c =
+		    conns_find_sender(node_conns(n), sid, strm_id(s), strlen(strm_id(s)));
 		struct resend_ctx x = {n, NULL, c};
 		if (c)
 			conn_rstream_resume(c, strm_id(s), strlen(strm_id(s)), NULL, strm_offset(s),

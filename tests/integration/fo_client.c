@@ -238,7 +238,8 @@ static void spub_done(struct vroom_writer *w, const struct vroom_error *e, void 
 		return;
 	}
 	if (vroom_writer_acked(w) != p->total || p->given != p->total)
-		fail(p->s, "stream closed with %" PRIu64 " acknowledged, %" PRIu64 " given, of %" PRIu64,
+		fail(p->s,
+		     "stream closed with %" PRIu64 " acknowledged, %" PRIu64 " given, of %" PRIu64,
 		     vroom_writer_acked(w), p->given, p->total);
 	p->s->done = 1;
 	vroom_stop(p->s->v);
@@ -258,7 +259,8 @@ static void spub_more(struct spub *p)
 	if (allowed > p->total)
 		allowed = p->total;
 	while (p->given < allowed) {
-		long n = vroom_writer_offer(p->w, p->data + p->given, (size_t)(allowed - p->given), &e);
+		long n =
+		    vroom_writer_offer(p->w, p->data + p->given, (size_t)(allowed - p->given), &e);
 		if (n < 0) {
 			fail(p->s, "offer at %" PRIu64 ": %d: %s", p->given, e.code, e.message);
 			return;
@@ -304,8 +306,8 @@ static int spub_start(struct spub *p, struct st *s)
 	}
 	for (uint64_t k = 0; k * SPUB_BLOCK < p->total; k++)
 		spub_block(k, p->data + k * SPUB_BLOCK);
-	struct vroom_stream_opts o = {.size = (int64_t)p->total, .id = "fo-spub",
-				      .name = "fo-spub.bin"};
+	struct vroom_stream_opts o = {
+	    .size = (int64_t)p->total, .id = "fo-spub", .name = "fo-spub.bin"};
 	if (!(p->w = vroom_stream_open(s->v, s->room, &o, &e))) {
 		printf("FAIL stream open: %s\n", e.message);
 		return -1;
@@ -332,7 +334,8 @@ int main(int argc, char **argv)
 	int spub_mode = argc > 1 && strcmp(argv[1], "spub") == 0;
 	if (argc < 6 || argc > 7 ||
 	    (strcmp(argv[1], "sub") != 0 && strcmp(argv[1], "pub") != 0 && !spub_mode)) {
-		fprintf(stderr, "usage: fo_client sub|pub|spub SERVERS ROOM COUNT TIMEOUT_S [loose]\n");
+		fprintf(stderr,
+			"usage: fo_client sub|pub|spub SERVERS ROOM COUNT TIMEOUT_S [loose]\n");
 		return 2;
 	}
 	struct st s = {.pub = strcmp(argv[1], "pub") == 0 || spub_mode,
