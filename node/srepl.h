@@ -49,6 +49,10 @@ void srepl_end(struct node *n, struct strm *s);
 /* At the relay: r's backups changed: each gets the replicas of r's open
  * streams with the bytes the relay still holds. */
 void srepl_fill(struct node *n, struct room *r);
+/* At the relay: s has a new sender (claimed), whose node is node: its
+ * replicas are made again with it (and the sender's key), so that a later
+ * takeover tells that node. */
+void srepl_restate(struct node *n, struct strm *s, const char *node);
 /* REPL_STREAM, REPL_CHUNK, REPL_CHUNK_ACK, REPL_STREAM_END. */
 void srepl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m);
 /* This node took room r over: its replicated streams open again here. */

@@ -566,6 +566,10 @@ void streams_claim(struct node *n, struct conn *c, const struct wire_msg *m)
 		vlog(node_log(n), LOG_INFO, "stream %s: claimed by session %016llx at offset %llu",
 		     strm_id(s), (unsigned long long)conn_sid(c),
 		     (unsigned long long)strm_offset(s));
+		if (node_clus(n)) {
+			struct peer *via = conn_proxy_peer(c);
+			srepl_restate(n, s, via ? peer_name(via) : clus_self(node_clus(n)));
+		}
 	}
 	/* OK [offset, limit, closing]: the sender goes on from offset, within
 	 * limit; closing: its close was accepted (the close's own OK, with

@@ -1522,7 +1522,7 @@ def case_lib_publisher_node_killed():
 SPUB_MIB = int(os.environ.get("FAILOVER_SPUB_MIB", "8"))  # fo_client spub sends ~1 MiB/s
 
 
-def lib_stream_case(prefix, pub_is_relay):
+def lib_stream_case(prefix, pub_is_relay, then_relay=False):
     """A 3-node cluster; a raw receiver on a node that stays; fo_client
     spub (a libvroom vroom_writer with reconnection on, all three nodes in
     its list: its own, then the receiver's, which never relays the room, so
@@ -1534,12 +1534,18 @@ def lib_stream_case(prefix, pub_is_relay):
     The stream must end `ok` at the receiver with every byte once, in
     order (one OPENED, DATA at contiguous offsets, one END ok with the byte
     count; the relay checked the writer's XXH3 at the close), and the
-    writer's close must succeed with every byte acknowledged."""
-    cl = Cluster(prefix, 3)
+    writer's close must succeed with every byte acknowledged. then_relay: 4
+    nodes; once the stream is claimed again (half of it sent), the relay is
+    killed too: its backup (the fourth node) takes the stream over and
+    tells the sender's new node, which sends again what it kept."""
+    cl = Cluster(prefix, 4 if then_relay else 3)
     names = sorted(cl.nodes)
     pub_node, sub_node = names[0], names[2]
     owner = cl.client(names[1], "pub")
-    if pub_is_relay:
+    if then_relay:
+        room, pl = make_room(owner, lambda p: p["relay"] == names[1] and
+                             p["backups"][0] == names[3])
+    elif pub_is_relay:
         room, pl = make_room(owner, lambda p: p["relay"] == pub_node and
                              p["backups"][0] == names[1])
     else:
@@ -1575,6 +1581,10 @@ def lib_stream_case(prefix, pub_is_relay):
                     for x in f.lines), 60, "a quarter of the stream")
     t_fail = time.monotonic()
     cl.kill(pub_node)
+    if then_relay:
+        run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= total // 2
+                        for x in f.lines), 60, "half of the stream")
+        cl.kill(relay)
     ended = lambda: any(v[0] == STREAM_END and v[2] == "fo-spub" for _, v in sub.frames)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120 and (f.p.poll() is None or not ended()):
@@ -1595,12 +1605,18 @@ def lib_stream_case(prefix, pub_is_relay):
     at = relay if not pub_is_relay else b1
     check(log_has(cl[at], r"stream fo-spub: claimed by session"),
           "%s did not log the stream claimed by the new session" % at)
+    if then_relay:
+        check(log_has(cl[b1], r"took over stream fo-spub of room %s" % re.escape(room[:6])),
+              "%s did not log taking the stream over" % b1)
+        check(log_has(cl[sub_node], r"stream fo-spub: resumed at %s" % b1),
+              "%s (the sender's new node) did not resume the stream at %s" % (sub_node, b1))
     if pub_is_relay:
         check(log_has(cl[b1], r"took over stream fo-spub of room %s" % re.escape(room[:6])),
               "%s did not log taking the stream over" % b1)
-    say("%d MiB stream from a libvroom writer on %s (%s) killed at a quarter: %s; the receiver "
-        "on %s got it byte for byte, one END ok (%s chunks), %.1f s after the kill" %
+    say("%d MiB stream from a libvroom writer on %s (%s) killed at a quarter%s: %s; the "
+        "receiver on %s got it byte for byte, one END ok (%s chunks), %.1f s after the kill" %
         (SPUB_MIB, pub_node, "the relay" if pub_is_relay else "relay " + relay,
+         ", then the relay at half (%s took over)" % b1 if then_relay else "",
          "; ".join(moved), sub_node, chunks.get("sub"), t_end - t_fail))
     cl.converge()
     cl.shutdown()
@@ -1616,6 +1632,13 @@ def case_lib_stream_publisher_relay_killed():
     # the sender's node is the relay: its first backup takes the stream over
     # and the sender's new session claims it there
     lib_stream_case("sq", True)
+
+
+def case_lib_stream_publisher_then_relay_killed():
+    # the sender's node, then (once the stream is claimed through another
+    # node) the relay: the claim moved the replica's sender node, so the
+    # new relay tells the right node to send again
+    lib_stream_case("sr", False, then_relay=True)
 
 
 def case_lib_node_drained():
@@ -1773,6 +1796,8 @@ if __name__ == "__main__":
          case_lib_stream_publisher_node_killed),
         ("libvroom: a byte stream's sender's node, the relay, killed",
          case_lib_stream_publisher_relay_killed),
+        ("libvroom: a byte stream's sender's node killed, then its relay",
+         case_lib_stream_publisher_then_relay_killed),
         ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),
         ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
         ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),
