@@ -533,18 +533,22 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 		/* To the room's relay, like the open: its chunks, close and
 		 * abort follow the same way if it is answered OK (an ERROR
 		 * takes the entry out, as for a refused open). */
+		/* A claim again (the last was refused, or went elsewhere):
+		 * the stream follows this one, here or to its relay. */
+		conn_rstream_done(c, S(m->f[1]), 0);
 		if (!(p = clus_route(cl, S(m->f[0]))))
 			return 0;
-		if (!conn_rstream_has(c, S(m->f[1])) &&
-		    conn_rstream_add(c, S(m->f[1]), p, m->rid) < 0) {
+		if (conn_rstream_add(c, S(m->f[1]), p, m->rid) < 0) {
 			node_counters(n)->limits_hit++;
 			conn_error(c, m->rid, WIRE_E_LIMIT,
 				   "too many open streams on this connection (max_streams)");
 			return 1;
 		}
 		if (forward(n, p, c, raw, len,
-			    m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0)
+			    m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0) {
+			conn_rstream_refused(c, m->rid);
 			fail_unreachable(c, m->rid);
+		}
 		return 1;
 	case WIRE_STREAM_CHUNK:
 	case WIRE_STREAM_CLOSE:
