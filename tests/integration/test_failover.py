@@ -110,8 +110,9 @@ import time
 import msgpack
 
 from harness import (
-    CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, OK, PING, PONG, PUSH, REMOVE, SANITIZER_MARKS, SUBSCRIBE,
-    Link, Node, Sodium, TestFailure, check, frame_bytes, hello, read_key, run_cases, tail,
+    CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, HELLO, OK, PING, PONG, PUSH, REMOVE, SANITIZER_MARKS,
+    SUBSCRIBE, WELCOME, WIRE_VERSION, Link, Node, Sodium, TestFailure, check, frame_bytes, hello,
+    read_key, recv_frame, run_cases, send_frame, tail,
 )
 
 PLACE = 108
@@ -1622,6 +1623,70 @@ def lib_stream_case(prefix, pub_is_relay, then_relay=False):
     cl.shutdown()
 
 
+STREAM_CLAIM, E_UNKNOWN_STREAM = 304, 30
+
+
+class KeyedRaw(Raw):
+    """A raw client whose HELLO carries a publisher id (and an empty token),
+    as libvroom's with reconnection on."""
+
+    def __init__(self, node, identity, publisher):
+        self.node, self.identity = node, identity
+        self.sock = node.connect(timeout=10)
+        send_frame(self.sock, [HELLO, 1, WIRE_VERSION, identity, b"", publisher])
+        self.welcome = recv_frame(self.sock, 10)
+        check(self.welcome[0] == WELCOME, "HELLO with a publisher id: %s" % brief(self.welcome))
+        self.rid, self.buf, self.frames, self.eof = 1, bytearray(), [], None
+
+
+def case_stream_claim_wire():
+    """STREAM_CLAIM on the wire, at the relay (the stream's first sender
+    forwards through the other node): refused (unknown_stream) for another
+    session without the publisher key, for another identity with the same
+    publisher id, for an unknown id and for the wrong room; a new session
+    of the same identity and publisher id takes the stream from the old one
+    (still connected) at the relay's offset, goes on from there and closes
+    it; the old session's chunk is then refused."""
+    cl = Cluster("sc", 2)
+    n1, n2 = sorted(cl.nodes)
+    owner = cl.client(n1, "pub")
+    room, _ = make_room(owner, lambda p: p["relay"] == n2)
+    other, _ = make_room(owner, lambda p: p["relay"] == n2)
+    old = KeyedRaw(cl[n1], "pub", 77)
+    cl.clients.append(old)
+    v = request(old, STREAM_OPEN, room, "cl1", "", "", "", None, {}, [], 0)
+    check(v[0] == OK, "STREAM_OPEN: %s" % brief(v))
+    old.send(STREAM_CHUNK, "cl1", 0, b"a" * 1000)
+    plain = cl.client(n1, "pub")
+    stranger = KeyedRaw(cl[n2], "other", 77)
+    new = KeyedRaw(cl[n2], "pub", 77)
+    cl.clients += [stranger, new]
+    for c, args, what in ((plain, (room, "cl1"), "a session without the publisher id"),
+                          (stranger, (room, "cl1"), "another identity, same publisher id"),
+                          (new, (room, "nope"), "an unknown stream"),
+                          (new, (other, "cl1"), "the wrong room")):
+        v = request(c, STREAM_CLAIM, *args)
+        check(v[0] == ERROR and v[2] == E_UNKNOWN_STREAM,
+              "STREAM_CLAIM by %s: %s" % (what, brief(v)))
+    v = request(new, STREAM_CLAIM, room, "cl1")
+    check(v[0] == OK and v[2][0] == 1000 and v[2][1] >= 1000 and v[2][2] is False,
+          "STREAM_CLAIM by the new session: %s" % brief(v))
+    # The old session's chunk is refused, whenever it reaches the relay (its
+    # ERROR stays at its node, as for any forwarded chunk): had it counted,
+    # the new session's chunk or the close would fail on the offsets.
+    old.send(STREAM_CHUNK, "cl1", 1000, b"o")
+    time.sleep(0.2)
+    new.send(STREAM_CHUNK, "cl1", 1000, b"b" * 500)
+    v = request(new, STREAM_CLOSE, "cl1", "", {}, None)
+    check(v[0] == OK and v[2] == 1500, "the close after the claim: %s" % brief(v))
+    v = request(new, STREAM_CLAIM, room, "cl1")
+    check(v[0] == ERROR and v[2] == E_UNKNOWN_STREAM, "a claim after the end: %s" % brief(v))
+    say("claims refused for another session, identity, id and room; the same publisher's new "
+        "session took the stream at offset 1000 from the old one and closed it at 1500")
+    cl.converge()
+    cl.shutdown()
+
+
 def case_lib_stream_publisher_node_killed():
     # the stream's sender's own node forwards to the relay: the relay keeps
     # the stream for the sender's new session, which claims it
@@ -1792,6 +1857,8 @@ if __name__ == "__main__":
         ("libvroom: a subscriber's node, the relay, killed", case_lib_subscriber_relay_killed),
         ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
         ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
+        ("STREAM_CLAIM: refusals, and a new session taking its stream over",
+         case_stream_claim_wire),
         ("libvroom: a byte stream's sender's own node killed",
          case_lib_stream_publisher_node_killed),
         ("libvroom: a byte stream's sender's node, the relay, killed",
