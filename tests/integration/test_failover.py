@@ -1687,6 +1687,59 @@ def case_stream_claim_wire():
     cl.shutdown()
 
 
+def case_stream_claim_after_disconnect():
+    """Which ends of a sender's connection leave its stream to be claimed:
+    a keyed client's own connection to the relay (yes: a new session
+    through the other node claims it at its offset and closes it); a
+    keyed client that leaves its node, which tells the relay SESSION_END
+    (no: aborted, `sender disconnected`, as a receiver sees); a client
+    without a publisher id (no)."""
+    cl = Cluster("sd", 2)
+    n1, n2 = sorted(cl.nodes)
+    owner = cl.client(n1, "pub")
+    room, _ = make_room(owner, lambda p: p["relay"] == n2)
+    sub = cl.client(n1, "sub")
+    ok(sub, SUBSCRIBE, room)
+    senders = {"direct": KeyedRaw(cl[n2], "pub", 5), "forwarded": KeyedRaw(cl[n1], "pub", 6),
+               "plain": cl.client(n2, "pub")}
+    for sid, c in senders.items():
+        v = request(c, STREAM_OPEN, room, sid, "", "", "", None, {}, [], 0)
+        check(v[0] == OK, "STREAM_OPEN %s: %s" % (sid, brief(v)))
+        c.send(STREAM_CHUNK, sid, 0, b"x" * 1000)
+    wait_for([sub], lambda: sum(1 for _, f in sub.frames if f[0] == STREAM_DATA) == 3, 10,
+             "the receiver's first bytes of the three streams")
+    for c in senders.values():
+        c.close()
+    ends = lambda sid: [f for _, f in sub.frames if f[0] == STREAM_END and f[2] == sid]
+    wait_for([sub], lambda: ends("forwarded") and ends("plain"), 10,
+             "the ends of the forwarded and plain senders' streams")
+    for sid in ("forwarded", "plain"):
+        e = ends(sid)[0]
+        check(e[3] == "aborted" and e[4] == "sender disconnected", "%s: %s" % (sid, brief(e)))
+    check(not ends("direct"), "the keyed direct sender's stream ended: %s" % ends("direct"))
+    for sid, pub in (("forwarded", 6), ("plain", 5)):
+        c = KeyedRaw(cl[n1], "pub", pub)
+        cl.clients.append(c)
+        v = request(c, STREAM_CLAIM, room, sid)
+        check(v[0] == ERROR and v[2] == E_UNKNOWN_STREAM, "claim of %s: %s" % (sid, brief(v)))
+    back = KeyedRaw(cl[n1], "pub", 5)
+    cl.clients.append(back)
+    v = request(back, STREAM_CLAIM, room, "direct")
+    check(v[0] == OK and v[2][0] == 1000 and v[2][2] is False, "claim of direct: %s" % brief(v))
+    back.send(STREAM_CHUNK, "direct", 1000, b"y" * 24)
+    v = request(back, STREAM_CLOSE, "direct", "", {}, None)
+    check(v[0] == OK and v[2] == 1024, "the close after the claim: %s" % brief(v))
+    wait_for([sub], lambda: ends("direct"), 10, "the end of the claimed stream")
+    e = ends("direct")[0]
+    check(e[3] == "ok" and e[6] == 1024, "the claimed stream's end: %s" % brief(e))
+    got = b"".join(f[4] for _, f in sub.frames if f[0] == STREAM_DATA and f[2] == "direct")
+    check(got == b"x" * 1000 + b"y" * 24, "the claimed stream's bytes: %d" % len(got))
+    say("a keyed sender's own connection to the relay dropped: its stream was claimed through "
+        "the other node and ended ok with 1024 bytes; SESSION_END and a plain sender: aborted")
+    cl.converge()
+    cl.shutdown()
+
+
 def case_lib_stream_publisher_node_killed():
     # the stream's sender's own node forwards to the relay: the relay keeps
     # the stream for the sender's new session, which claims it
@@ -1859,6 +1912,8 @@ if __name__ == "__main__":
         ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
         ("STREAM_CLAIM: refusals, and a new session taking its stream over",
          case_stream_claim_wire),
+        ("STREAM_CLAIM: which ends of a sender leave its stream to claim",
+         case_stream_claim_after_disconnect),
         ("libvroom: a byte stream's sender's own node killed",
          case_lib_stream_publisher_node_killed),
         ("libvroom: a byte stream's sender's node, the relay, killed",
