@@ -17,7 +17,7 @@
  *     test_failover.py's Streamer). Passes when the close's done callback
  *     reports success with every byte acknowledged, progress never went
  *     backwards and no writer call failed. "progress N": bytes given to the
- *     writer, every 256 KiB.
+ *     writer, every 256 KiB; "closing" once the close is asked for.
  *
  * stdout: "ready SERVER" once connected (and subscribed), "moved SERVER" on
  * each move, "progress N" every 50 pushes, and a last line "ok ..." or
@@ -278,6 +278,8 @@ static void spub_more(struct spub *p)
 		p->closed = 1;
 		if (vroom_writer_close_async(p->w, NULL, 0, &e) < 0)
 			fail(p->s, "close: %d: %s", e.code, e.message);
+		printf("closing\n");
+		fflush(stdout);
 	}
 }
 

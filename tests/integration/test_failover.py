@@ -1523,7 +1523,7 @@ def case_lib_publisher_node_killed():
 SPUB_MIB = int(os.environ.get("FAILOVER_SPUB_MIB", "8"))  # fo_client spub sends ~1 MiB/s
 
 
-def lib_stream_case(prefix, pub_is_relay, then_relay=False):
+def lib_stream_case(prefix, pub_is_relay, then_relay=False, close_in_flight=False):
     """A 3-node cluster; a raw receiver on a node that stays; fo_client
     spub (a libvroom vroom_writer with reconnection on, all three nodes in
     its list: its own, then the receiver's, which never relays the room, so
@@ -1538,7 +1538,11 @@ def lib_stream_case(prefix, pub_is_relay, then_relay=False):
     writer's close must succeed with every byte acknowledged. then_relay: 4
     nodes; once the stream is claimed again (half of it sent), the relay is
     killed too: its backup (the fourth node) takes the stream over and
-    tells the sender's new node, which sends again what it kept."""
+    tells the sender's new node, which sends again what it kept.
+    close_in_flight: the publisher's node is frozen (SIGSTOP) near the end,
+    the writer gives its last bytes and its close to the frozen node, then
+    the node is killed: the last bytes and the close go again through the
+    new node, after the claim."""
     cl = Cluster(prefix, 4 if then_relay else 3)
     names = sorted(cl.nodes)
     pub_node, sub_node = names[0], names[2]
@@ -1580,6 +1584,12 @@ def lib_stream_case(prefix, pub_is_relay, then_relay=False):
     quarter = total // 4
     run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= quarter
                     for x in f.lines), 60, "a quarter of the stream")
+    if close_in_flight:
+        near = total - (256 << 10)
+        run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= near
+                        for x in f.lines), 60, "the stream's last 256 KiB")
+        cl.freeze(pub_node)
+        run(lambda: "closing" in f.lines, 30, "the close, to the frozen node")
     t_fail = time.monotonic()
     cl.kill(pub_node)
     if then_relay:
@@ -1614,10 +1624,11 @@ def lib_stream_case(prefix, pub_is_relay, then_relay=False):
     if pub_is_relay:
         check(log_has(cl[b1], r"took over stream fo-spub of room %s" % re.escape(room[:6])),
               "%s did not log taking the stream over" % b1)
-    say("%d MiB stream from a libvroom writer on %s (%s) killed at a quarter%s: %s; the "
-        "receiver on %s got it byte for byte, one END ok (%s chunks), %.1f s after the kill" %
+    say("%d MiB stream from a libvroom writer on %s (%s) killed %s: %s; the receiver on %s "
+        "got it byte for byte, one END ok (%s chunks), %.1f s after the kill" %
         (SPUB_MIB, pub_node, "the relay" if pub_is_relay else "relay " + relay,
-         ", then the relay at half (%s took over)" % b1 if then_relay else "",
+         "at a quarter, then the relay at half (%s took over)" % b1 if then_relay else
+         "frozen as the writer closed" if close_in_flight else "at a quarter",
          "; ".join(moved), sub_node, chunks.get("sub"), t_end - t_fail))
     cl.converge()
     cl.shutdown()
@@ -1757,6 +1768,12 @@ def case_lib_stream_publisher_then_relay_killed():
     # node) the relay: the claim moved the replica's sender node, so the
     # new relay tells the right node to send again
     lib_stream_case("sr", False, then_relay=True)
+
+
+def case_lib_stream_publisher_node_killed_closing():
+    # the sender's node dies with the stream's last bytes and its close
+    # unanswered: both go again through the new node
+    lib_stream_case("sk", False, close_in_flight=True)
 
 
 def case_lib_node_drained():
@@ -1920,6 +1937,8 @@ if __name__ == "__main__":
          case_lib_stream_publisher_relay_killed),
         ("libvroom: a byte stream's sender's node killed, then its relay",
          case_lib_stream_publisher_then_relay_killed),
+        ("libvroom: a byte stream's sender's node killed with the close in flight",
+         case_lib_stream_publisher_node_killed_closing),
         ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),
         ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
         ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),
