@@ -52,6 +52,12 @@ static void arm(struct vroom *v, int ms)
 		evtimer_add(v->timer, &tv);
 }
 
+void vroom_fo_tick_soon(struct vroom *v)
+{
+	if (v->timer && v->state == VROOM_ST_READY && !evtimer_pending(v->timer, NULL))
+		arm(v, TICK_MS);
+}
+
 /* ---------------------------------------------------------------- settings */
 
 int vroom_set_reconnect(struct vroom *v, const struct vroom_reconnect *o, struct vroom_error *err)
@@ -582,6 +588,8 @@ int vroom_fo_lost(struct vroom *v, const struct vroom_error *why)
 				p->gen = 0; /* asking again changes nothing */
 				continue;
 			}
+			if (vroom_streams_keep_close(v, p))
+				continue; /* goes again once its stream is claimed */
 			fail = p;
 			break;
 		}
@@ -596,7 +604,7 @@ int vroom_fo_lost(struct vroom *v, const struct vroom_error *why)
 		     "the connection to %s was lost (%s); a byte stream does not survive a move to "
 		     "another node",
 		     v->server, err.message);
-	vroom_streams_move(v); /* readers go on after the move; writers end */
+	vroom_streams_move(v); /* readers go on after the move, writers claim theirs */
 	vroom_streams_lost(v, &serr);
 	for (size_t pos = 0;;) {
 		struct vroom_sub *s = smap_next(v->subs, &pos);
@@ -644,6 +652,11 @@ void vroom_fo_welcomed(struct vroom *v)
 				break;
 			resubscribe(v, s);
 		}
+		/* Then the streams this client sends, each claimed again
+		 * (client/stream.c). */
+		vroom_streams_tick(v);
+		if (v->free_asked || v->state != VROOM_ST_READY)
+			return;
 	}
 	arm(v, TICK_MS);
 }
@@ -707,7 +720,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 	} else if (v->state == VROOM_ST_READY) {
-		if (check_subs(v) && v->state == VROOM_ST_READY)
+		int again = check_subs(v);
+		if (v->state == VROOM_ST_READY && !v->free_asked && vroom_streams_tick(v))
+			again = 1;
+		if (again && v->state == VROOM_ST_READY)
 			arm(v, TICK_MS);
 	}
 	v->busy--;

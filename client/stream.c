@@ -31,11 +31,36 @@
 
 enum { W_OPEN, W_CLOSING, W_DONE };
 
+/* With reconnection on, a writer outlives a move to another node: it keeps
+ * the bytes the relay may still ask for again, claims its stream on the new
+ * session (STREAM_CLAIM) and sends again from the offset the relay answers.
+ *
+ * Invariants:
+ * - kept holds exactly the bytes [acked, sent) (klen == sent - acked): what
+ *   no STREAM_CREDIT has said every receiver took. Since sent <= limit,
+ *   klen <= limit - acked, one window (two at most after a relay's
+ *   takeover, whose limit floor is its offset plus a window) and nothing
+ *   of a chunk more: offer() never goes past the limit;
+ * - wire <= sent: bytes [wire, sent) are kept bytes still to send again on
+ *   this connection (after a claim); the application may add bytes only
+ *   when wire == sent, so no byte is sent twice on one session and the
+ *   hash covers each byte once;
+ * - acked only grows: progress never goes backwards. */
 struct vroom_writer {
 	struct vroom *v;
 	char id[WIRE_STREAM_ID_MAX + 1];
+	char room[VROOM_ROOM_ID_MAX + 1];
 	int64_t size;
 	uint64_t sent, acked, limit;
+	uint64_t wire;		  /* bytes put on the current connection */
+	uint8_t *kept;		  /* rc_on: bytes [acked, sent) at kept + khead */
+	size_t khead, klen, kcap; /* klen == sent - acked */
+	int resume;		  /* 1: to claim on the next connection; 2: claim sent */
+	uint64_t retry_at;	  /* ms: claim again then (0: now) */
+	uint64_t claim_until;	  /* ms: give the stream up after this */
+	int close_wanted;	  /* 1: the close is to send (after the claim); 2: sent */
+	uint8_t *close_tail;	  /* the close's attributes and checksum, packed */
+	size_t close_tail_len;
 	XXH3_state_t *hash;
 	int state;
 	struct vroom_error err; /* code != 0 once failed */
@@ -80,11 +105,23 @@ static uint64_t chunk_size(const struct vroom *v)
 	return max && max < SEND_CHUNK ? max : SEND_CHUNK;
 }
 
+static void writer_free_kept(struct vroom_writer *w)
+{
+	free(w->kept);
+	w->kept = NULL;
+	w->khead = w->klen = w->kcap = 0;
+	free(w->close_tail);
+	w->close_tail = NULL;
+	w->close_tail_len = 0;
+}
+
 static void writer_finish(struct vroom_writer *w, const struct vroom_error *e)
 {
 	if (w->state == W_DONE)
 		return;
 	w->state = W_DONE;
+	w->resume = 0;
+	writer_free_kept(w);
 	if (e)
 		w->err = *e;
 	else if (w->progress)
@@ -152,6 +189,7 @@ struct vroom_writer *vroom_stream_open(struct vroom *v, const char *room,
 				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	}
 	w->v = v;
+	snprintf(w->room, sizeof(w->room), "%s", room);
 	w->size = o->size;
 	/* The first window is known from WELCOME: chunks follow the open
 	 * without waiting for its reply. */
@@ -226,9 +264,77 @@ static int writer_usable(struct vroom_writer *w, struct vroom_error *err)
 	return 1;
 }
 
+/* The writer waits for its stream on a new connection: its claim, or the
+ * kept bytes it sends again first. */
+static int writer_moving(const struct vroom_writer *w)
+{
+	return w->resume != 0 || w->wire != w->sent;
+}
+
+/* STREAM_CHUNK [301, rid, id, off, data] on the current connection. */
+static int send_chunk(struct vroom_writer *w, uint64_t off, const uint8_t *p, size_t n)
+{
+	struct vroom *v = w->v;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_CHUNK, ++v->next_rid, 3);
+	wire_pack_cstr(pk, w->id);
+	msgpack_pack_uint64(pk, off);
+	msgpack_pack_bin(pk, n);
+	wire_end(&v->out, n);
+	if (!v->bev || bufferevent_write(v->bev, v->out.p, v->out.len) < 0 ||
+	    bufferevent_write(v->bev, p, n) < 0)
+		return -1;
+	return 0;
+}
+
+/* Appends n bytes to the kept ones (reconnection on): see the invariants. */
+static int keep_bytes(struct vroom_writer *w, const uint8_t *p, size_t n)
+{
+	if (!w->v->rc_on)
+		return 0;
+	if (w->khead + w->klen + n > w->kcap) {
+		if (w->khead) {
+			memmove(w->kept, w->kept + w->khead, w->klen);
+			w->khead = 0;
+		}
+		if (w->klen + n > w->kcap) {
+			size_t cap = w->kcap ? w->kcap : 65536;
+			while (cap < w->klen + n)
+				cap *= 2;
+			uint8_t *k = realloc(w->kept, cap);
+			if (!k)
+				return -1;
+			w->kept = k;
+			w->kcap = cap;
+		}
+	}
+	memcpy(w->kept + w->khead + w->klen, p, n);
+	w->klen += n;
+	return 0;
+}
+
+/* The relay says every receiver took the bytes up to acked: they are no
+ * longer kept. */
+static void set_acked(struct vroom_writer *w, uint64_t acked)
+{
+	if (acked <= w->acked || acked > w->sent)
+		return;
+	size_t drop = (size_t)(acked - w->acked);
+	if (w->kept) {
+		drop = drop < w->klen ? drop : w->klen;
+		w->khead += drop;
+		w->klen -= drop;
+		if (!w->klen)
+			w->khead = 0;
+	}
+	w->acked = acked;
+}
+
 long vroom_writer_offer(struct vroom_writer *w, const void *data, size_t len,
 			struct vroom_error *err)
 {
+	if (w->state == W_OPEN && w->v->state != VROOM_ST_CLOSED && writer_moving(w))
+		return 0; /* no window until the stream is back on a node */
 	if (!writer_usable(w, err))
 		return -1;
 	struct vroom *v = w->v;
@@ -243,19 +349,18 @@ long vroom_writer_offer(struct vroom_writer *w, const void *data, size_t len,
 	uint64_t step = chunk_size(v);
 	for (size_t done = 0; done < take;) {
 		size_t n = take - done < step ? take - done : (size_t)step;
-		wire_buf_reset(&v->out);
-		msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_CHUNK, ++v->next_rid, 3);
-		wire_pack_cstr(pk, w->id);
-		msgpack_pack_uint64(pk, w->sent);
-		msgpack_pack_bin(pk, n);
-		wire_end(&v->out, n);
-		if (bufferevent_write(v->bev, v->out.p, v->out.len) < 0 ||
-		    bufferevent_write(v->bev, p + done, n) < 0) {
+		if (keep_bytes(w, p + done, n) < 0) {
+			vroom_seterr(err, VROOM_E_ARG, "out of memory keeping the chunk");
+			return done ? (long)done : -1;
+		}
+		if (send_chunk(w, w->sent, p + done, n) < 0) {
+			w->klen -= v->rc_on ? n : 0;
 			vroom_seterr(err, VROOM_E_CLOSED, "cannot queue the chunk");
 			return -1;
 		}
 		XXH3_64bits_update(w->hash, p + done, n);
 		w->sent += n;
+		w->wire = w->sent;
 		done += n;
 	}
 	return (long)take;
@@ -269,25 +374,56 @@ static void on_close_reply(struct vroom *v, const struct vroom_result *r, void *
 	writer_finish(w, r->err);
 }
 
-int vroom_writer_close_async(struct vroom_writer *w, const struct vroom_attr *attrs,
-			     size_t nattrs, struct vroom_error *err)
+/* STREAM_CLOSE [302, rid, id, "", attrs, checksum]: the attributes and
+ * checksum packed at close_async() time (close_tail), so that the close can
+ * go again on another connection. */
+static int send_close(struct vroom_writer *w, struct vroom_error *err)
 {
-	if (!writer_usable(w, err))
-		return -1;
-	if (nattrs > WIRE_ATTRS_MAX) {
-		vroom_seterr(err, VROOM_E_ARG, "at most %d attributes", WIRE_ATTRS_MAX);
-		return -1;
-	}
 	struct vroom *v = w->v;
 	uint64_t rid = ++v->next_rid;
 	wire_buf_reset(&v->out);
 	msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_CLOSE, rid, 4);
 	wire_pack_cstr(pk, w->id);
 	wire_pack_cstr(pk, "");
-	pack_attrs(pk, attrs, nattrs);
-	msgpack_pack_uint64(pk, XXH3_64bits_digest(w->hash));
+	msgpack_pack_str_body(pk, w->close_tail, w->close_tail_len); /* raw: a map, a uint */
 	wire_end(&v->out, 0);
 	if (vroom_send_request(v, WIRE_STREAM_CLOSE, rid, on_close_reply, w, err) < 0)
+		return -1;
+	w->close_wanted = 2;
+	return 0;
+}
+
+int vroom_writer_close_async(struct vroom_writer *w, const struct vroom_attr *attrs,
+			     size_t nattrs, struct vroom_error *err)
+{
+	int moving = w->state == W_OPEN && w->v->state != VROOM_ST_CLOSED && writer_moving(w);
+	if (!moving && !writer_usable(w, err))
+		return -1;
+	if (nattrs > WIRE_ATTRS_MAX) {
+		vroom_seterr(err, VROOM_E_ARG, "at most %d attributes", WIRE_ATTRS_MAX);
+		return -1;
+	}
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer tpk;
+	msgpack_packer_init(&tpk, &sb, msgpack_sbuffer_write);
+	pack_attrs(&tpk, attrs, nattrs);
+	msgpack_pack_uint64(&tpk, XXH3_64bits_digest(w->hash));
+	free(w->close_tail);
+	w->close_tail_len = sb.size;
+	w->close_tail = (uint8_t *)msgpack_sbuffer_release(&sb); /* (empties sb) */
+	msgpack_sbuffer_destroy(&sb);
+	if (!w->close_tail) {
+		vroom_seterr(err, VROOM_E_ARG, "out of memory");
+		return -1;
+	}
+	if (moving) {
+		/* sent once the stream is back on a node with every byte */
+		w->close_wanted = 1;
+		w->state = W_CLOSING;
+		return 0;
+	}
+	if (send_close(w, err) < 0)
 		return -1;
 	w->state = W_CLOSING;
 	return 0;
@@ -295,6 +431,15 @@ int vroom_writer_close_async(struct vroom_writer *w, const struct vroom_attr *at
 
 int vroom_writer_abort(struct vroom_writer *w, const char *reason, struct vroom_error *err)
 {
+	if (w->state == W_OPEN && w->resume) {
+		/* Not on a node now: the relay ends the stream when nobody
+		 * claims it; a claim already out sends the abort (on_claimed). */
+		struct vroom_error e;
+		vroom_seterr(&e, VROOM_E_ABORTED, "aborted by the sender: %s",
+			     reason ? reason : "");
+		writer_finish(w, &e);
+		return 0;
+	}
 	if (!writer_usable(w, err))
 		return -1;
 	struct vroom *v = w->v;
@@ -310,6 +455,186 @@ int vroom_writer_abort(struct vroom_writer *w, const char *reason, struct vroom_
 	return 0;
 }
 
+/* ------------------------------------- writers across a move (failover.c) */
+
+/* Sends again the kept bytes from wire, within the limit, then the close if
+ * one waits for them. 0, or -1 once the writer failed (finished). */
+static int writer_pump(struct vroom_writer *w)
+{
+	struct vroom *v = w->v;
+	struct vroom_error e;
+	uint64_t step = chunk_size(v);
+	while (w->wire < w->sent && w->wire < w->limit) {
+		uint64_t n = w->sent - w->wire;
+		if (n > step)
+			n = step;
+		if (n > w->limit - w->wire)
+			n = w->limit - w->wire;
+		/* wire >= acked (on_claimed checks it; acked never passes wire
+		 * on one connection): the bytes are kept */
+		const uint8_t *p = w->kept + w->khead + (w->wire - w->acked);
+		if (send_chunk(w, w->wire, p, (size_t)n) < 0) {
+			vroom_seterr(&e, VROOM_E_CLOSED, "cannot queue the chunk");
+			writer_finish(w, &e);
+			return -1;
+		}
+		w->wire += n;
+	}
+	if (w->wire == w->sent && w->close_wanted == 1 && send_close(w, &e) < 0) {
+		writer_finish(w, &e);
+		return -1;
+	}
+	return 0;
+}
+
+static void on_claim_reply(struct vroom *v, const struct vroom_result *r, void *arg)
+{
+	struct vroom_writer *w = arg;
+	if (!r->err || w->state == W_DONE)
+		return; /* an OK went to vroom_streams_on_claimed() */
+	w->resume = 1;
+	if (r->err->code == VROOM_E_CLOSED)
+		return; /* the connection went too: the next one claims */
+	uint64_t now = vroom_fo_now_ms();
+	int final = r->err->code == VROOM_E_UNKNOWN_STREAM || r->err->code == VROOM_E_FORBIDDEN ||
+		    r->err->code == VROOM_E_BAD_REQUEST;
+	if (final || now >= w->claim_until) {
+		/* The relay no longer knows the stream (it ended, or nobody
+		 * claimed it in time), or never answered in time. */
+		struct vroom_error e;
+		vroom_seterr(&e, r->err->code, "stream %s lost in the move to %s: %s: %s", w->id,
+			     v->server, vroom_code_name(r->err->code), r->err->message);
+		writer_finish(w, &e);
+		return;
+	}
+	/* The nodes may not agree yet on the room's relay (a takeover under
+	 * way): claim again shortly. */
+	w->retry_at = now + (uint64_t)v->rc.backoff_min_ms;
+	vroom_fo_tick_soon(v);
+}
+
+static void send_abort(struct vroom_writer *w, const char *reason)
+{
+	struct vroom *v = w->v;
+	wire_buf_reset(&v->out);
+	msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_ABORT, ++v->next_rid, 2);
+	wire_pack_cstr(pk, w->id);
+	wire_pack_cstr(pk, reason);
+	wire_end(&v->out, 0);
+	if (v->bev)
+		bufferevent_write(v->bev, v->out.p, v->out.len);
+}
+
+void vroom_streams_on_claimed(struct vroom *v, struct pending *p, const msgpack_object *val)
+{
+	if (!p->cb)
+		return; /* the writer was freed: its stream ends at the relay */
+	struct vroom_writer *w = p->arg;
+	p->cb = NULL;
+	if (w->state == W_DONE) {
+		/* aborted while the claim was out: the stream is ours now */
+		send_abort(w, w->err.code ? w->err.message : "the sender let go of the writer");
+		return;
+	}
+	w->resume = 0;
+	struct vroom_error e;
+	const msgpack_object *a =
+	    val && val->type == MSGPACK_OBJECT_ARRAY && val->via.array.size >= 3
+		? val->via.array.ptr
+		: NULL;
+	if (!a || a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+	    a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[2].type != MSGPACK_OBJECT_BOOLEAN) {
+		vroom_seterr(&e, VROOM_E_PROTOCOL,
+			     "stream %s: the node's answer to its claim is not [offset, limit, "
+			     "closing]",
+			     w->id);
+		send_abort(w, "the sender could not read the claim's answer");
+		writer_finish(w, &e);
+		return;
+	}
+	uint64_t off = a[0].via.u64, limit = a[1].via.u64;
+	if (a[2].via.boolean) {
+		/* The close was accepted before the move: it stands. */
+		if (w->state == W_CLOSING && off == w->sent) {
+			w->acked = w->sent;
+			writer_finish(w, NULL);
+		} else {
+			vroom_seterr(&e, VROOM_E_PROTOCOL,
+				     "stream %s: the node closed it at %llu bytes, %llu were sent",
+				     w->id, (unsigned long long)off, (unsigned long long)w->sent);
+			writer_finish(w, &e);
+		}
+		return;
+	}
+	if (off < w->acked || off > w->sent) {
+		/* Bytes the relay lacks that this writer no longer keeps (or
+		 * more than it sent): the stream cannot go on intact. */
+		vroom_seterr(&e, VROOM_E_BAD_OFFSET,
+			     "stream %s: the node has %llu bytes, this writer keeps %llu..%llu",
+			     w->id, (unsigned long long)off, (unsigned long long)w->acked,
+			     (unsigned long long)w->sent);
+		send_abort(w, "bytes lost in a failover");
+		writer_finish(w, &e);
+		return;
+	}
+	w->wire = off;
+	w->limit = limit;
+	if (w->close_wanted == 2)
+		w->close_wanted = 1; /* not answered on the old connection: again */
+	if (writer_pump(w) < 0)
+		return;
+	if (w->writable && w->state == W_OPEN && !writer_moving(w) && w->limit > w->sent)
+		w->writable(w, w->arg);
+}
+
+int vroom_streams_tick(struct vroom *v)
+{
+	if (v->state != VROOM_ST_READY)
+		return 0;
+	uint64_t now = vroom_fo_now_ms();
+	int again = 0;
+	struct vroom_writer *w;
+restart:
+	TAILQ_FOREACH(w, &v->writers, link) {
+		if (w->state == W_DONE || w->resume != 1)
+			continue;
+		if (w->retry_at > now) {
+			again = 1;
+			continue;
+		}
+		if (!w->claim_until)
+			w->claim_until = now + (uint64_t)v->rc.give_up_ms;
+		/* STREAM_CLAIM [304, rid, room, id] */
+		struct vroom_error e;
+		uint64_t rid = ++v->next_rid;
+		wire_buf_reset(&v->out);
+		msgpack_packer *pk = wire_begin(&v->out, WIRE_STREAM_CLAIM, rid, 2);
+		wire_pack_cstr(pk, w->room);
+		wire_pack_cstr(pk, w->id);
+		wire_end(&v->out, 0);
+		w->resume = 2;
+		if (vroom_send_request(v, WIRE_STREAM_CLAIM, rid, on_claim_reply, w, &e) < 0) {
+			writer_finish(w, &e); /* may free writers: start over */
+			if (v->free_asked)
+				return 0;
+			goto restart;
+		}
+	}
+	return again;
+}
+
+int vroom_streams_keep_close(struct vroom *v, struct pending *p)
+{
+	if (p->type != WIRE_STREAM_CLOSE || p->cb != on_close_reply || !v->rc_on)
+		return 0;
+	struct vroom_writer *w = p->arg;
+	if (w->state != W_CLOSING || !w->close_tail)
+		return 0;
+	w->close_wanted = 1;
+	vroom_pending_drop(v, p);
+	return 1;
+}
+
 void vroom_writer_free(struct vroom_writer *w)
 {
 	if (!w)
@@ -319,25 +644,28 @@ void vroom_writer_free(struct vroom_writer *w)
 	/* A reply still pending for this writer must not reach it. */
 	struct pending *p;
 	TAILQ_FOREACH(p, &w->v->pending, link)
-		if (p->arg == w && (p->cb == on_open_reply || p->cb == on_close_reply))
+		if (p->arg == w && (p->cb == on_open_reply || p->cb == on_close_reply ||
+				    p->cb == on_claim_reply))
 			p->cb = NULL;
 	TAILQ_REMOVE(&w->v->writers, w, link);
 	XXH3_freeState(w->hash);
+	writer_free_kept(w);
 	free(w);
 }
 
 void vroom_streams_on_credit(struct vroom *v, const struct wire_msg *m)
 {
 	struct vroom_writer *w = writer_find(v, m->f[0].s.ptr, m->f[0].s.len);
-	if (!w || w->state == W_DONE)
+	if (!w || w->state == W_DONE || w->resume)
 		return;
-	if (m->f[1].u > w->acked && m->f[1].u <= w->sent)
-		w->acked = m->f[1].u;
+	set_acked(w, m->f[1].u);
 	if (m->f[2].u > w->limit)
 		w->limit = m->f[2].u;
+	if (w->wire < w->sent && writer_pump(w) < 0)
+		return;
 	if (w->progress)
 		w->progress(w->arg, w->acked, w->size);
-	if (w->writable && w->state == W_OPEN)
+	if (w->writable && w->state == W_OPEN && !writer_moving(w))
 		w->writable(w, w->arg);
 }
 
@@ -362,7 +690,10 @@ static int run_until(struct vroom *v, int (*cond)(void *), void *arg, struct vro
 	struct timeval tv = {v->wait_ms / 1000, (v->wait_ms % 1000) * 1000};
 	if (t)
 		evtimer_add(t, &tv);
-	while (!cond(arg) && !wt.expired && v->state == VROOM_ST_READY)
+	/* With reconnection on, a move to another node is waited through. */
+	while (!cond(arg) && !wt.expired &&
+	       (v->state == VROOM_ST_READY ||
+		(v->rc_on && (v->state == VROOM_ST_WAITING || v->state == VROOM_ST_CONNECTING))))
 		if (event_base_loop(v->base, EVLOOP_ONCE) < 0)
 			break;
 	if (t)
@@ -379,7 +710,7 @@ static int run_until(struct vroom *v, int (*cond)(void *), void *arg, struct vro
 static int has_window_or_over(void *arg)
 {
 	struct vroom_writer *w = arg;
-	return w->state == W_DONE || w->limit > w->sent;
+	return w->state == W_DONE || (w->limit > w->sent && !writer_moving(w));
 }
 
 int vroom_writer_write(struct vroom_writer *w, const void *data, size_t len,
@@ -874,14 +1205,23 @@ void vroom_streams_on_end(struct vroom *v, const struct wire_msg *m)
 	reader_free(r);
 }
 
-/* The connection is gone: every open writer ends now, and every reader
- * but those that move with the client to another node (vroom_streams_move;
- * not once the client is closed for good). */
+/* The connection is gone: every open writer ends now, unless the client
+ * moves to another node (state WAITING, failover.c): then each claims its
+ * stream on the next connection; every reader ends too, but those that
+ * move with the client (vroom_streams_move; not once the client is closed
+ * for good). */
 void vroom_streams_lost(struct vroom *v, const struct vroom_error *why)
 {
 	struct vroom_writer *w;
-	TAILQ_FOREACH(w, &v->writers, link)
+	TAILQ_FOREACH(w, &v->writers, link) {
+		if (v->state == VROOM_ST_WAITING && v->rc_on && w->state != W_DONE) {
+			w->resume = 1;
+			w->retry_at = 0;
+			w->claim_until = 0;
+			continue;
+		}
 		writer_finish(w, why);
+	}
 	TAILQ_HEAD(, vroom_reader) kept = TAILQ_HEAD_INITIALIZER(kept);
 	struct vroom_reader *r;
 	while ((r = TAILQ_FIRST(&v->readers)) != NULL) {
@@ -987,6 +1327,7 @@ void vroom_streams_free(struct vroom *v)
 	while ((w = TAILQ_FIRST(&v->writers)) != NULL) {
 		TAILQ_REMOVE(&v->writers, w, link);
 		XXH3_freeState(w->hash);
+		writer_free_kept(w);
 		free(w);
 	}
 	struct vroom_reader *r;

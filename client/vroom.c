@@ -253,6 +253,9 @@ static void on_ok(struct vroom *v, const struct wire_msg *m)
 	case WIRE_STREAM_REJOIN:
 		vroom_streams_rejoin_reply(v, p, NULL);
 		break;
+	case WIRE_STREAM_CLAIM:
+		vroom_streams_on_claimed(v, p, val); /* takes p's callback */
+		break;
 	case WIRE_INFO:
 		if (!val)
 			break;

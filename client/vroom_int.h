@@ -159,6 +159,8 @@ int vroom_fo_subscribe(struct vroom *v, const char *room, const char *const *top
 int vroom_fo_unsubscribe_noted(struct vroom *v, const char *room);
 void vroom_fo_free(struct vroom *v);
 uint64_t vroom_fo_now_ms(void);
+/* Runs the reconnection tick soon (a claim to send again). */
+void vroom_fo_tick_soon(struct vroom *v);
 /* Writes the frame in v->out for pending p (or keeps it for later). */
 int vroom_write_pending(struct vroom *v, struct pending *p);
 
@@ -179,6 +181,14 @@ void vroom_streams_rejoin(struct vroom *v, const char *room);
 void vroom_streams_rejoin_reply(struct vroom *v, struct pending *p, const struct vroom_error *err);
 /* The room's subscription ended: its waiting readers end. */
 void vroom_streams_room_gone(struct vroom *v, const char *room, const char *why);
+/* Writers across a move: claims their streams on this connection (again
+ * after a refusal); 1 if some claim waits to be sent again (tick on). */
+int vroom_streams_tick(struct vroom *v);
+/* A STREAM_CLAIM's OK [offset, limit, closing], before p finishes. */
+void vroom_streams_on_claimed(struct vroom *v, struct pending *p, const msgpack_object *val);
+/* The connection went with p unanswered: 1 if p is a writer's close, kept
+ * (and p dropped) to go again once the stream is claimed on another node. */
+int vroom_streams_keep_close(struct vroom *v, struct pending *p);
 void vroom_streams_free(struct vroom *v);
 
 #endif

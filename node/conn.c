@@ -85,6 +85,7 @@ struct conn {
 	uint64_t sid;	   /* random: names the session across nodes */
 	uint64_t push_key; /* names the publisher across sessions (0: sid); see conn.h */
 	struct peer *proxy; /* set: a remote session relayed here over this link */
+	int session_ended;  /* SESSION_END: its session is over, its streams end */
 	enum conn_state state;
 	struct bufferevent *bev;
 	struct event *timer; /* HELLO deadline, then the linger deadline */
@@ -159,11 +160,20 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
-/* Ends the connection's part in rooms and streams. */
+/* Ends the connection's part in rooms and streams. A stream it sends
+ * outlives it when its client may come back on another session and claim
+ * it: a publisher key (HELLO's publisher id), a cluster (another node to
+ * come back through), and the session not ended for good (SESSION_END). */
 static void drop_subs(struct conn *c)
 {
-	while (c->nstreams > 0)
-		streams_sender_gone(c->node, c->streams[c->nstreams - 1]);
+	int keep = c->push_key && !c->session_ended && node_clus(c->node);
+	while (c->nstreams > 0) {
+		struct strm *s = c->streams[c->nstreams - 1];
+		if (keep)
+			streams_sender_lost(c->node, s, c->push_key);
+		else
+			streams_sender_gone(c->node, s);
+	}
 	while (c->nsubs > 0)
 		conn_unsubscribe(c, c->subs[c->nsubs - 1]);
 }
@@ -175,6 +185,7 @@ void conns_free(struct conns *s)
 	struct conn *c;
 	while ((c = TAILQ_FIRST(&s->live)) != NULL) {
 		TAILQ_REMOVE(&s->live, c, link);
+		c->session_ended = 1; /* the node stops: nobody claims */
 		drop_subs(c);
 		conn_free(c);
 	}
@@ -191,6 +202,22 @@ size_t conns_count(const struct conns *s)
 struct conn *conns_find_sid(const struct conns *s, uint64_t sid)
 {
 	return smap_get(s->bysid, &sid, sizeof(sid));
+}
+
+static long rstream_index(const struct conn *c, const char *id, size_t len);
+
+struct conn *conns_find_sender(const struct conns *s, uint64_t key, const char *id, size_t len)
+{
+	struct conn *c = conns_find_sid(s, key);
+	if (c)
+		return c;
+	/* A key, not a session id: the client's session (maybe a new one)
+	 * that sends the stream through another node. Rare (a takeover):
+	 * a walk over the connections is enough. */
+	TAILQ_FOREACH(c, &s->live, link)
+		if (!c->proxy && c->push_key == key && rstream_index(c, id, len) >= 0)
+			return c;
+	return NULL;
 }
 
 void conns_forget_peer(struct conns *s, struct peer *p)
@@ -531,6 +558,11 @@ struct conn *conn_new_proxy(struct node *n, struct peer *p, uint64_t sid, const 
 uint64_t conn_sid(const struct conn *c)
 {
 	return c->sid;
+}
+
+void conn_end_session(struct conn *c)
+{
+	c->session_ended = 1;
 }
 
 uint64_t conn_push_key(const struct conn *c)

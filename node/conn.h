@@ -42,6 +42,9 @@ int conns_all_dead(const struct conns *s);
 
 /* The local client connection with this session id, or NULL. */
 struct conn *conns_find_sid(const struct conns *s, uint64_t sid);
+/* The local client that sends stream id through another node's relay and
+ * whose session id, or else publisher key, is key; NULL if none. */
+struct conn *conns_find_sender(const struct conns *s, uint64_t key, const char *id, size_t len);
 /* A link went away: proxies over it end, and no connection keeps it. */
 void conns_forget_peer(struct conns *s, struct peer *p);
 
@@ -60,6 +63,9 @@ uint64_t conn_sid(const struct conn *c);
  * once; without a publisher id, the session id. Never 0. */
 uint64_t conn_push_key(const struct conn *c);
 void conn_set_push_key(struct conn *c, uint64_t key);
+/* The session ends for good (SESSION_END): when c goes, the streams it
+ * sends end (aborted) rather than wait to be claimed (node/streams.h). */
+void conn_end_session(struct conn *c);
 /* The link a proxy's session lives behind, or NULL for a local client. */
 struct peer *conn_proxy_peer(const struct conn *c);
 /* Links that carried this local session's requests (to end it there). */

@@ -647,6 +647,9 @@ void ops_dispatch(struct node *n, struct conn *c, const struct wire_msg *m, cons
 	case WIRE_STREAM_REJOIN:
 		streams_rejoin(n, c, m);
 		break;
+	case WIRE_STREAM_CLAIM:
+		streams_claim(n, c, m);
+		break;
 	default: {
 		char msg[80];
 		snprintf(msg, sizeof(msg), "frame type %u is not a request this node accepts",

@@ -80,6 +80,7 @@ static int room_request(uint16_t type)
 	case WIRE_PUSH:
 	case WIRE_STREAM_OPEN:
 	case WIRE_STREAM_REJOIN:
+	case WIRE_STREAM_CLAIM:
 		return 1;
 	}
 	return 0;

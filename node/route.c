@@ -678,6 +678,27 @@ int route_client(struct node *n, struct conn *c, const struct wire_msg *m, const
 			fail_unreachable(c, m->rid);
 		return 1;
 	}
+	case WIRE_STREAM_CLAIM:
+		/* To the room's relay, like the open: its chunks, close and
+		 * abort follow the same way if it is answered OK (an ERROR
+		 * takes the entry out, as for a refused open). */
+		/* A claim again (the last was refused, or went elsewhere):
+		 * the stream follows this one, here or to its relay. */
+		conn_rstream_done(c, S(m->f[1]), 0);
+		if (!(p = clus_route(cl, S(m->f[0]))))
+			return 0;
+		if (conn_rstream_add(c, S(m->f[1]), p, m->rid) < 0) {
+			node_counters(n)->limits_hit++;
+			conn_error(c, m->rid, WIRE_E_LIMIT,
+				   "too many open streams on this connection (max_streams)");
+			return 1;
+		}
+		if (forward(n, p, c, raw, len,
+			    m->f[0].s.len == ROOM_ID_LEN ? m->f[0].s.ptr : NULL) < 0) {
+			conn_rstream_refused(c, m->rid);
+			fail_unreachable(c, m->rid);
+		}
+		return 1;
 	case WIRE_STREAM_CHUNK:
 	case WIRE_STREAM_CLOSE:
 	case WIRE_STREAM_ABORT:
@@ -1261,7 +1282,9 @@ void route_proxy_gone(struct node *n, struct peer *p, uint64_t sid)
 	free(smap_del(r->proxies, &key, sizeof(key)));
 }
 
-static void proxy_drop(struct node *n, struct peer *p, uint64_t sid)
+/* Ends the proxy of session sid on link p: its client left (ended: its
+ * streams end), or the link dropped (they wait to be claimed, streams.h). */
+static void proxy_drop(struct node *n, struct peer *p, uint64_t sid, int ended)
 {
 	struct route *r = node_route(n);
 	struct proxy_key key = {p, sid};
@@ -1271,6 +1294,8 @@ static void proxy_drop(struct node *n, struct peer *p, uint64_t sid)
 	struct conn *c;
 	memcpy(&c, k + 1, sizeof(c));
 	free(k);
+	if (ended)
+		conn_end_session(c);
 	conn_close(c, 0, 0, NULL);
 }
 
@@ -1410,12 +1435,13 @@ static void resend_local(void *arg, const uint8_t *frame, size_t len)
 		ops_dispatch(x->n, x->c, &m, frame, len);
 }
 
-/* STREAM_RESUME [524, 0, stream, sid, offset] from a new relay: the session
- * sid's stream goes on there from offset. A session or stream that is gone
- * is ended there (an abort in its name). */
+/* STREAM_RESUME [524, 0, stream, sid, offset] from a new relay: the stream
+ * of the session whose id or publisher key is sid goes on there from
+ * offset. A session or stream that is gone is ended there (an abort in its
+ * name). */
 static void on_resume(struct node *n, struct peer *p, const struct wire_msg *m)
 {
-	struct conn *c = conns_find_sid(node_conns(n), m->f[1].u);
+	struct conn *c = conns_find_sender(node_conns(n), m->f[1].u, S(m->f[0]));
 	struct resend_ctx x = {n, p, c};
 	if (c && conn_rstream_resume(c, S(m->f[0]), p, m->f[2].u, resend_remote, &x) == 0) {
 		conn_note_peer(c, p);
@@ -1448,7 +1474,8 @@ void route_stream_resume(struct node *n, struct strm *s, const char *sender_node
 	if (strcmp(sender_node, clus_self(cl)) == 0) {
 		/* The sender is this node's client: what it kept goes through
 		 * this node's handlers, and claims the stream. */
-		struct conn *c = conns_find_sid(node_conns(n), sid);
+		struct conn *c =
+		    conns_find_sender(node_conns(n), sid, strm_id(s), strlen(strm_id(s)));
 		struct resend_ctx x = {n, NULL, c};
 		if (c)
 			conn_rstream_resume(c, strm_id(s), strlen(strm_id(s)), NULL, strm_offset(s),
@@ -1476,7 +1503,7 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 	case WIRE_FWD_REPLY: on_fwd_reply(n, m); break;
 	case WIRE_NODE_SUB: on_node_sub(n, p, m, raw, len); break;
 	case WIRE_ROOM_MOVED: on_room_moved(n, m); break;
-	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u); break;
+	case WIRE_SESSION_END: proxy_drop(n, p, m->f[0].u, 1); break;
 	case WIRE_STREAM_ACK: on_ack(n, p, m); break;
 	case WIRE_OK:
 	case WIRE_ERROR:
@@ -1534,7 +1561,7 @@ void route_peer_gone(struct node *n, struct peer *p)
 	pos = 0;
 	while ((k = smap_next(r->proxies, &pos)) != NULL) {
 		if (k->p == p) {
-			proxy_drop(n, p, k->sid);
+			proxy_drop(n, p, k->sid, 0);
 			pos = 0;
 		}
 	}
@@ -1609,7 +1636,7 @@ void route_peer_gone(struct node *n, struct peer *p)
 		}
 		if (!f->resend) {
 			struct conn *c = conns_find_sid(node_conns(n), f->sid);
-			if (c && f->type == WIRE_STREAM_OPEN)
+			if (c && (f->type == WIRE_STREAM_OPEN || f->type == WIRE_STREAM_CLAIM))
 				conn_rstream_refused(c, f->rid);
 			if (c)
 				conn_error(c, f->rid, WIRE_E_INTERNAL,

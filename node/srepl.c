@@ -118,7 +118,9 @@ static void to_backups(struct node *n, const char *room, const uint8_t *f, size_
 static void enc_stream(struct node *n, struct wire_buf *b, struct strm *s)
 {
 	struct conn *c = strm_sender(s);
-	uint64_t sid = c ? conn_sid(c) : strm_claim_sid(s);
+	/* the sender's publisher key (its session id without one): what a
+	 * session must have to claim the stream after a takeover */
+	uint64_t sid = c ? conn_push_key(c) : strm_claim_sid(s);
 	uint8_t hash[1024];
 	size_t hlen = strm_hash_export(s, hash, sizeof(hash));
 	size_t k = 0;
@@ -246,6 +248,31 @@ void srepl_fill(struct node *n, struct room *r)
 				  len);
 			to_backups(n, room_id(r), t->buf.p, t->buf.len);
 		}
+	}
+}
+
+void srepl_restate(struct node *n, struct strm *s, const char *node)
+{
+	struct blob *op = strm_opened(s);
+	if (!node_clus(n) || !op || !strm_room(s))
+		return;
+	blob_ref(op); /* strm_set_opened lets go of the one it has */
+	strm_set_opened(s, op, node);
+	blob_unref(op);
+	const char *first[1];
+	if (repl_backups(n, room_id(strm_room(s)), first, 1) != 1)
+		return;
+	/* As srepl_fill, for this stream: the backups make the replica
+	 * again, then get the bytes receivers may still need. */
+	struct srepl *t = node_srepl(n);
+	enc_stream(n, &t->buf, s);
+	to_backups(n, room_id(strm_room(s)), t->buf.p, t->buf.len);
+	for (size_t i = 0; i < strm_buf_count(s); i++) {
+		uint64_t off;
+		size_t len;
+		struct blob *f = strm_buf_at(s, i, &off, &len);
+		enc_chunk(&t->buf, s, off, strm_acked(s), blob_data(f) + blob_len(f) - len, len);
+		to_backups(n, room_id(strm_room(s)), t->buf.p, t->buf.len);
 	}
 }
 

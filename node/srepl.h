@@ -3,12 +3,12 @@
  *
  * At the relay: when a stream opens, each backup of its room gets a
  * replica (REPL_STREAM: the STREAM_OPENED frame, the sender's node and
- * session, the offset, the XXH3 state, the receiver nodes), then every
- * chunk (REPL_CHUNK, sent before the chunk goes to any receiver) and the
- * end (REPL_STREAM_END). The first backup acknowledges what it holds
- * (REPL_CHUNK_ACK) and the relay never tells the sender that bytes are
- * taken (credit's acked) past that: every byte the sender may have
- * forgotten is at the backup.
+ * publisher key (a session id without one), the offset, the XXH3 state,
+ * the receiver nodes), then every chunk (REPL_CHUNK, sent before the
+ * chunk goes to any receiver) and the end (REPL_STREAM_END). The first
+ * backup acknowledges what it holds (REPL_CHUNK_ACK) and the relay never
+ * tells the sender that bytes are taken (credit's acked) past that: every
+ * byte the sender may have forgotten is at the backup.
  *
  * At a backup: per stream, the bytes from what the relay said its
  * receivers have taken up to the offset (at most about one window), and
@@ -16,9 +16,11 @@
  *
  * At the takeover: the new relay makes each replicated stream of the room
  * again (node/streams.c streams_from_replica), at the backup's offset,
- * waiting for its receiver nodes to come back (STREAM_REATTACH) and for its
- * sender's session to claim it; the sender's node is told the offset
- * (STREAM_RESUME) and sends again what it kept from there.
+ * waiting for its receiver nodes to come back (STREAM_REATTACH) and for a
+ * session with its sender's publisher key to claim it (the same session,
+ * or a new one after the client moved: STREAM_CLAIM); the sender's node
+ * is told the offset (STREAM_RESUME) and sends again what it kept from
+ * there.
  */
 #ifndef VROOM_NODE_SREPL_H
 #define VROOM_NODE_SREPL_H
@@ -47,6 +49,10 @@ void srepl_end(struct node *n, struct strm *s);
 /* At the relay: r's backups changed: each gets the replicas of r's open
  * streams with the bytes the relay still holds. */
 void srepl_fill(struct node *n, struct room *r);
+/* At the relay: s has a new sender (claimed), whose node is node: its
+ * replicas are made again with it (and the sender's key), so that a later
+ * takeover tells that node. */
+void srepl_restate(struct node *n, struct strm *s, const char *node);
 /* REPL_STREAM, REPL_CHUNK, REPL_CHUNK_ACK, REPL_STREAM_END. */
 void srepl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m);
 /* This node took room r over: its replicated streams open again here. */

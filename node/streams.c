@@ -221,10 +221,12 @@ static void fail_stream(struct node *n, struct conn *c, struct strm *s, uint64_t
 static struct strm *own_stream(struct node *n, struct conn *c, const struct wire_msg *m)
 {
 	struct strm *s = strms_find(node_strms(n), S(m->f[0]));
-	if (s && !strm_sender(s) && strm_claim_sid(s) && strm_claim_sid(s) == conn_sid(c) &&
+	if (s && !strm_sender(s) && strm_claim_sid(s) && strm_claim_sid(s) == conn_push_key(c) &&
 	    strm_room(s) && conn_stream_add(c, s) == 0) {
-		/* A stream taken over from a replica: its sender's session,
-		 * through whichever node, has it back. */
+		/* A stream taken over from a replica, or whose sender's
+		 * connection went: its sender (by publisher key: the same
+		 * session, or a new one of the same client), through whichever
+		 * node, has it back. */
 		strm_set_sender(s, c);
 		strm_set_claim_sid(s, 0);
 		strm_touch(s, node_now_ms(n));
@@ -532,6 +534,97 @@ void streams_flush_due(struct node *n, struct strm *s)
 void streams_sender_gone(struct node *n, struct strm *s)
 {
 	end_stream(n, s, "aborted", "sender disconnected", 0);
+}
+
+void streams_sender_lost(struct node *n, struct strm *s, uint64_t key)
+{
+	struct conn *c = strm_sender(s);
+	if (c)
+		conn_stream_del(c, s);
+	strm_set_sender(s, NULL);
+	strm_set_claim_sid(s, key);
+	/* CLAIM_MS counts from now (streams_sweep); credit waits for the
+	 * claim (streams_flush_due). */
+	strm_touch(s, node_now_ms(n));
+	vlog(node_log(n), LOG_INFO,
+	     "stream %s: its sender's connection went at offset %llu; waiting %d ms for it to "
+	     "claim the stream again",
+	     strm_id(s), (unsigned long long)strm_offset(s), CLAIM_MS);
+}
+
+void streams_claim(struct node *n, struct conn *c, const struct wire_msg *m)
+{
+	struct strm *s = strms_find(node_strms(n), S(m->f[1]));
+	struct room *r = s ? strm_room(s) : NULL;
+	if (!r || strlen(room_id(r)) != m->f[0].s.len ||
+	    memcmp(room_id(r), m->f[0].s.ptr, m->f[0].s.len) != 0) {
+		conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM,
+			   "no open stream in this room has this id (it ended, or was lost)");
+		return;
+	}
+	uint64_t key = conn_push_key(c);
+	struct conn *was = strm_sender(s);
+	if (was != c) {
+		/* The stream is this client's if it waits for its key, or if
+		 * its sender is an older session with the same publisher key
+		 * (whose loss this node has not seen yet: the client, which
+		 * moved, knows better). A client without a publisher id has
+		 * its session id as key: no other session can claim. */
+		int mine = was ? conn_push_key(was) == key && conn_push_key(was) != conn_sid(was)
+			       : strm_claim_sid(s) == key;
+		if (!mine) {
+			conn_error(c, m->rid, WIRE_E_UNKNOWN_STREAM,
+				   was ? "the stream is another session's"
+				       : "the stream waits for another sender");
+			return;
+		}
+		if (conn_stream_count(c) >= node_cfg(n)->max_streams) {
+			node_counters(n)->limits_hit++;
+			node_counters(n)->limit_streams++;
+			conn_error(c, m->rid, WIRE_E_LIMIT,
+				   "too many open streams on this connection (max_streams)");
+			return;
+		}
+		if (conn_stream_add(c, s) < 0) {
+			conn_error(c, m->rid, WIRE_E_INTERNAL, "out of memory claiming the stream");
+			return;
+		}
+		if (was)
+			conn_stream_del(was, s);
+		strm_set_sender(s, c);
+		strm_set_claim_sid(s, 0);
+		strm_touch(s, node_now_ms(n));
+		vlog(node_log(n), LOG_INFO, "stream %s: claimed by session %016llx at offset %llu",
+		     strm_id(s), (unsigned long long)conn_sid(c),
+		     (unsigned long long)strm_offset(s));
+		if (node_clus(n)) {
+			struct peer *via = conn_proxy_peer(c);
+			srepl_restate(n, s, via ? peer_name(via) : clus_self(node_clus(n)));
+		}
+	}
+	/* OK [offset, limit, closing]: the sender goes on from offset, within
+	 * limit; closing: its close was accepted (the close's own OK, with
+	 * the old rid, may still follow once every receiver has the bytes). */
+	uint64_t limit = strm_limit(s);
+	strm_ref(s); /* the reply may drop c, and c's streams with it */
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
+	msgpack_pack_array(pk, 3);
+	msgpack_pack_uint64(pk, strm_offset(s));
+	msgpack_pack_uint64(pk, limit);
+	if (strm_closing(s, NULL))
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+	wire_end(b, 0);
+	conn_send(c, b);
+	if (strm_room(s) && strm_sender(s) == c) {
+		strm_set_credit_sent(s, limit);
+		/* A close already complete is finished now. */
+		if (strm_closing(s, NULL) && strm_acked(s) == strm_offset(s))
+			streams_flush_due(n, s);
+	}
+	strm_unref(s);
 }
 
 void streams_room_closed(struct node *n, struct room *r)

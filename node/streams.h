@@ -26,11 +26,19 @@ void streams_abort(struct node *n, struct conn *c, const struct wire_msg *m);
 /* STREAM_REJOIN: a receiver moved here (or to a node mirroring the room)
  * takes an open stream again from the offset it has. */
 void streams_rejoin(struct node *n, struct conn *c, const struct wire_msg *m);
+/* STREAM_CLAIM [304, rid, room, stream]: a sender back on another session
+ * (its node died) takes up its stream; OK [offset, limit, closing]. */
+void streams_claim(struct node *n, struct conn *c, const struct wire_msg *m);
 
 /* After a loop turn: s's window moved; send credit, or finish its close. */
 void streams_flush_due(struct node *n, struct strm *s);
 /* The sender of s disconnected: its receivers see "aborted". */
 void streams_sender_gone(struct node *n, struct strm *s);
+/* The sender of s disconnected without ending its session (its node's
+ * link dropped, or its own connection): s loses its sender and waits, at
+ * most CLAIM_MS, for the publisher key `key` to claim it (STREAM_CLAIM, or
+ * any request about it from a session with that key). */
+void streams_sender_lost(struct node *n, struct strm *s, uint64_t key);
 /* The room is closing: end its streams first. */
 void streams_room_closed(struct node *n, struct room *r);
 /* Ends streams idle past stream_idle_timeout. */
@@ -44,7 +52,8 @@ struct room_sub;
 struct blob *streams_data_frame(const char *id, uint64_t off, const void *data, size_t len);
 /* Opens again, in room r relayed here now, the stream whose STREAM_OPENED
  * is op, at the offset and hash state of hold with its kept bytes; it
- * waits for the session sid (on node sender_node) to claim it. NULL if it
+ * waits for a session with the publisher key sid (the session id of a
+ * client without one; its node was sender_node) to claim it. NULL if it
  * cannot (an id taken, no memory). */
 struct strm *streams_from_replica(struct node *n, struct room *r, const struct wire_msg *op,
 				  struct strm *hold, struct blob *opened, const char *sender_node,

@@ -71,6 +71,7 @@ int gate_may_route(const struct token_grants *gr, unsigned type, const struct wi
 		break;
 	case WIRE_PUSH:
 	case WIRE_STREAM_OPEN:
+	case WIRE_STREAM_CLAIM:
 		push = 1;
 		break;
 	case WIRE_INFO:

@@ -47,6 +47,7 @@ static const struct wire_schema schemas[] = {
 	{WIRE_STREAM_CHUNK, "sub"},
 	{WIRE_STREAM_CLOSE, "ssmv"},
 	{WIRE_STREAM_ABORT, "ss"},
+	{WIRE_STREAM_CLAIM, "ss"},
 	/* room, stream, offset; topics: only from a client's node to the relay */
 	{WIRE_STREAM_REJOIN, "ssu|l"},
 	{WIRE_STREAM_OPENED, "ssssssvmlu|u"},

@@ -68,7 +68,7 @@ enum wire_type {
 	WIRE_STREAM_CHUNK = 301,
 	WIRE_STREAM_CLOSE = 302,
 	WIRE_STREAM_ABORT = 303,
-	/* 304: another request of the senders' side */
+	WIRE_STREAM_CLAIM = 304, /* a sender back on another session: its stream goes on */
 	WIRE_STREAM_REJOIN = 305, /* a receiver moved to another node takes the stream again */
 	WIRE_STREAM_OPENED = 310,
 	WIRE_STREAM_DATA = 311,

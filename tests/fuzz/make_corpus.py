@@ -19,7 +19,7 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "wire")
 HELLO, WELCOME, OK, ERROR, PING, PONG = 1, 2, 3, 4, 5, 6
 CREATE, REMOVE, GRANT, REVOKE, SUBSCRIBE, UNSUBSCRIBE, INFO = range(100, 107)
 PUSH, DELIVER = 200, 201
-STREAM_OPEN, STREAM_CHUNK, STREAM_CLOSE, STREAM_ABORT = 300, 301, 302, 303
+STREAM_OPEN, STREAM_CHUNK, STREAM_CLOSE, STREAM_ABORT, STREAM_CLAIM = 300, 301, 302, 303, 304
 STREAM_REJOIN = 305
 STREAM_OPENED, STREAM_DATA, STREAM_END, STREAM_CREDIT = 310, 311, 312, 320
 ROOM_CLOSED = 400
@@ -68,6 +68,7 @@ seeds = {
     "stream-abort": frame(STREAM_ABORT, 19, "s1", "cancelled"),
     "stream-rejoin": frame(STREAM_REJOIN, 20, ROOM, "s1", 2**40),
     "stream-rejoin-topics": frame(STREAM_REJOIN, 21, ROOM, "s1", 0, ["video", ""]),
+    "stream-claim": frame(STREAM_CLAIM, 20, ROOM, "s1"),
     "stream-opened": frame(STREAM_OPENED, 0, ROOM, "s1", "alice", "video", "clip.mp4",
                            "video/mp4", None, {}, [], 65536),
     "stream-data": frame(STREAM_DATA, 0, "s1", 64, b"data"),

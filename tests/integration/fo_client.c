@@ -10,6 +10,14 @@
  *   fo_client pub SERVERS ROOM COUNT TIMEOUT_S
  *     pushes payload(1..COUNT), at most 8 unanswered, one every 5 ms; passes
  *     when every push's callback ran once, in order, with seq == its index.
+ *   fo_client spub SERVERS ROOM BYTES TIMEOUT_S
+ *     sends one byte stream (id "fo-spub", size BYTES) through a
+ *     vroom_writer, paced at about 1 MiB/s, then closes it; its bytes are
+ *     spub_block(k) for each 64 KiB block k (sha256("blk k") repeated, as
+ *     test_failover.py's Streamer). Passes when the close's done callback
+ *     reports success with every byte acknowledged, progress never went
+ *     backwards and no writer call failed. "progress N": bytes given to the
+ *     writer, every 256 KiB; "closing" once the close is asked for.
  *
  *   fo_client ssub SERVERS ROOM BYTES TIMEOUT_S
  *     subscribes with a stream handler and reads the first stream of the
@@ -26,8 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/event.h>
+#include <sodium.h>
 
 #include "client/vroom.h"
 
@@ -262,18 +272,155 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	push_more(arg);
 }
 
+/* ---------------------------------------------------------------- spub */
+
+#define SPUB_BLOCK 65536
+#define SPUB_RATE  (1u << 20) /* bytes per second: the failure lands mid-stream */
+
+struct spub {
+	struct st *s;
+	struct vroom_writer *w;
+	uint8_t *data;
+	uint64_t total, given, acked, next_report;
+	struct timeval t0;
+	int closed;
+	struct event *tick;
+};
+
+/* Block k: sha256("blk k") repeated (test_failover.py's Streamer.block). */
+static void spub_block(uint64_t k, uint8_t *out)
+{
+	char name[32];
+	uint8_t h[crypto_hash_sha256_BYTES];
+	int n = snprintf(name, sizeof(name), "blk %" PRIu64, k);
+	crypto_hash_sha256(h, (const unsigned char *)name, (unsigned long long)n);
+	for (size_t i = 0; i < SPUB_BLOCK; i += sizeof(h))
+		memcpy(out + i, h, sizeof(h));
+}
+
+static void spub_progress(void *arg, uint64_t acked, int64_t total)
+{
+	struct spub *p = arg;
+	(void)total;
+	if (acked < p->acked)
+		fail(p->s, "progress went back from %" PRIu64 " to %" PRIu64, p->acked, acked);
+	p->acked = acked;
+}
+
+static void spub_done(struct vroom_writer *w, const struct vroom_error *e, void *arg)
+{
+	struct spub *p = arg;
+	if (e) {
+		fail(p->s, "stream: %d: %s", e->code, e->message);
+		return;
+	}
+	if (vroom_writer_acked(w) != p->total || p->given != p->total)
+		fail(p->s,
+		     "stream closed with %" PRIu64 " acknowledged, %" PRIu64 " given, of %" PRIu64,
+		     vroom_writer_acked(w), p->given, p->total);
+	p->s->done = 1;
+	vroom_stop(p->s->v);
+}
+
+/* Gives the writer what the pace allows and its window takes. */
+static void spub_more(struct spub *p)
+{
+	struct vroom_error e;
+	struct timeval now;
+	if (p->s->failed || p->closed)
+		return;
+	gettimeofday(&now, NULL);
+	double secs = (double)(now.tv_sec - p->t0.tv_sec) + (now.tv_usec - p->t0.tv_usec) / 1e6;
+	/* in steps of 10000 bytes: chunks of a few steps, not block-aligned */
+	uint64_t allowed = ((uint64_t)(secs * SPUB_RATE) + SPUB_BLOCK) / 10000 * 10000;
+	if (allowed > p->total)
+		allowed = p->total;
+	while (p->given < allowed) {
+		long n =
+		    vroom_writer_offer(p->w, p->data + p->given, (size_t)(allowed - p->given), &e);
+		if (n < 0) {
+			fail(p->s, "offer at %" PRIu64 ": %d: %s", p->given, e.code, e.message);
+			return;
+		}
+		if (n == 0)
+			break; /* no window now (or the writer is moving): writable or the tick */
+		p->given += (uint64_t)n;
+	}
+	while (p->given >= p->next_report && p->next_report <= p->total) {
+		printf("progress %" PRIu64 "\n", p->given);
+		fflush(stdout);
+		p->next_report += 256 * 1024;
+	}
+	if (p->given == p->total) {
+		p->closed = 1;
+		if (vroom_writer_close_async(p->w, NULL, 0, &e) < 0)
+			fail(p->s, "close: %d: %s", e.code, e.message);
+		printf("closing\n");
+		fflush(stdout);
+	}
+}
+
+static void spub_writable(struct vroom_writer *w, void *arg)
+{
+	(void)w;
+	spub_more(arg);
+}
+
+static void spub_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	spub_more(arg);
+}
+
+/* Opens the stream and starts the tick; 0, or -1 (the reason is printed). */
+static int spub_start(struct spub *p, struct st *s)
+{
+	struct vroom_error e;
+	p->s = s;
+	p->total = s->count;
+	if (!(p->data = malloc(p->total + SPUB_BLOCK))) {
+		printf("FAIL out of memory\n");
+		return -1;
+	}
+	for (uint64_t k = 0; k * SPUB_BLOCK < p->total; k++)
+		spub_block(k, p->data + k * SPUB_BLOCK);
+	struct vroom_stream_opts o = {
+	    .size = (int64_t)p->total, .id = "fo-spub", .name = "fo-spub.bin"};
+	if (!(p->w = vroom_stream_open(s->v, s->room, &o, &e))) {
+		printf("FAIL stream open: %s\n", e.message);
+		return -1;
+	}
+	vroom_writer_set_cbs(p->w, spub_writable, spub_progress, spub_done, p);
+	gettimeofday(&p->t0, NULL);
+	p->tick = event_new(vroom_base(s->v), -1, EV_PERSIST, spub_on_tick, p);
+	struct timeval tv = {0, 10000};
+	event_add(p->tick, &tv);
+	return 0;
+}
+
+static void spub_stop(struct spub *p)
+{
+	if (p->tick)
+		event_free(p->tick);
+	if (p->w)
+		vroom_writer_free(p->w);
+	free(p->data);
+}
+
 int main(int argc, char **argv)
 {
+	int spub_mode = argc > 1 && strcmp(argv[1], "spub") == 0;
+	int ssub_mode = argc > 1 && strcmp(argv[1], "ssub") == 0;
 	if (argc < 6 || argc > 7 ||
-	    (strcmp(argv[1], "sub") != 0 && strcmp(argv[1], "pub") != 0 &&
-	     strcmp(argv[1], "ssub") != 0)) {
+	    (strcmp(argv[1], "sub") != 0 && strcmp(argv[1], "pub") != 0 && !spub_mode &&
+	     !ssub_mode)) {
 		fprintf(stderr,
-			"usage: fo_client sub|pub|ssub SERVERS ROOM COUNT TIMEOUT_S [loose]\n");
+			"usage: fo_client sub|pub|spub|ssub SERVERS ROOM COUNT TIMEOUT_S [loose]\n");
 		return 2;
 	}
-	int ssub_mode = strcmp(argv[1], "ssub") == 0;
 	struct ssub sx = {.want = ssub_mode ? strtoull(argv[4], NULL, 10) : 0};
-	struct st s = {.pub = strcmp(argv[1], "pub") == 0,
+	struct st s = {.pub = strcmp(argv[1], "pub") == 0 || spub_mode,
 		       .room = argv[3],
 		       .count = strtoull(argv[4], NULL, 10),
 		       .next = 1};
@@ -281,10 +428,12 @@ int main(int argc, char **argv)
 	s.loose = argc == 7 && strcmp(argv[6], "loose") == 0;
 	if (ssub_mode)
 		s.count = 1; /* BYTES is sx.want */
-	if (s.count == 0 || s.count > 1000000 || !(s.seen = calloc(s.count + 1, 1))) {
-		fprintf(stderr, "fo_client: COUNT must be 1-1000000\n");
+	if (spub_mode ? s.count == 0 || s.count > (1u << 30)
+		      : s.count == 0 || s.count > 1000000 || !(s.seen = calloc(s.count + 1, 1))) {
+		fprintf(stderr, "fo_client: COUNT must be 1-1000000 (spub: bytes, at most 1 GiB)\n");
 		return 2;
 	}
+	struct spub sp = {0};
 	struct vroom_handlers h = {.push = on_push, .room_closed = on_closed};
 	struct vroom_reconnect rc = {
 	    .enabled = 1, .backoff_min_ms = 50, .event = on_event, .event_arg = &s};
@@ -309,7 +458,13 @@ int main(int argc, char **argv)
 	}
 	printf("ready %s\n", vroom_server(v));
 	fflush(stdout);
-	if (s.pub) {
+	if (spub_mode) {
+		if (spub_start(&sp, &s) < 0) {
+			spub_stop(&sp);
+			vroom_close(v);
+			return 1;
+		}
+	} else if (s.pub) {
 		s.tick = event_new(vroom_base(v), -1, EV_PERSIST, on_tick, &s);
 		struct timeval tv = {0, 5000};
 		event_add(s.tick, &tv);
@@ -326,16 +481,20 @@ int main(int argc, char **argv)
 				 "timeout: stream bytes %" PRIu64 " of %" PRIu64, sx.got, sx.want);
 		else
 			snprintf(s.why, sizeof(s.why), "timeout: %s %" PRIu64 " of %" PRIu64,
-				 s.pub ? "acked" : "got", s.pub ? s.acked : s.got, s.count);
+				 spub_mode ? "stream bytes acked" : s.pub ? "acked" : "got",
+				 spub_mode ? sp.acked : s.pub ? s.acked : s.got, s.count);
 	}
 	if (s.failed)
 		printf("FAIL %s\n", s.why);
 	else if (ssub_mode)
 		printf("ok stream %" PRIu64 " bytes moves %" PRIu64 " reordered 0\n", sx.got,
 		       s.moves);
+	else if (spub_mode)
+		printf("ok sent %" PRIu64 " moves %" PRIu64 "\n", sp.acked, s.moves);
 	else
 		printf("ok %s %" PRIu64 " moves %" PRIu64 " reordered %" PRIu64 "\n",
 		       s.pub ? "acked" : "got", s.pub ? s.acked : s.got, s.moves, s.reordered);
+	spub_stop(&sp);
 	vroom_close(v);
 	free(s.seen);
 	return s.failed ? 1 : 0;

@@ -107,6 +107,7 @@ import shutil
 import signal
 import socket
 import struct
+import types
 import subprocess
 import sys
 import tempfile
@@ -115,8 +116,9 @@ import time
 import msgpack
 
 from harness import (
-    CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, OK, PING, PONG, PUSH, REMOVE, SANITIZER_MARKS, SUBSCRIBE,
-    Link, Node, Sodium, TestFailure, check, frame_bytes, hello, read_key, run_cases, tail,
+    CREATE, DELIVER, E_UNKNOWN_ROOM, ERROR, HELLO, OK, PING, PONG, PUSH, REMOVE, SANITIZER_MARKS,
+    SUBSCRIBE, WELCOME, WIRE_VERSION, Link, Node, Sodium, TestFailure, check, frame_bytes, hello,
+    read_key, recv_frame, run_cases, send_frame, tail,
 )
 
 PLACE = 108
@@ -1607,7 +1609,7 @@ class PatternStreamer(Streamer):
 LIB_STREAM_MIB = 6
 
 
-def lib_stream_case(prefix, sub_is_relay, to_relay):
+def lib_stream_sub_case(prefix, sub_is_relay, to_relay):
     """A 3-node cluster; a raw client sends one LIB_STREAM_MIB MiB stream,
     paced over about 10 s, from a node that is not killed; a libvroom
     receiver (fo_client ssub, the three nodes in its list) is subscribed
@@ -1695,18 +1697,18 @@ def lib_stream_case(prefix, sub_is_relay, to_relay):
 def case_lib_stream_subscriber_node_killed():
     # the receiver's node mirrors the room; it moves to the sender's node,
     # another mirror: the relay replays to it through that node
-    lib_stream_case("ss", False, False)
+    lib_stream_sub_case("ss", False, False)
 
 
 def case_lib_stream_subscriber_node_killed_to_relay():
     # the same, moving to the relay itself: it takes the stream up there
-    lib_stream_case("st", False, True)
+    lib_stream_sub_case("st", False, True)
 
 
 def case_lib_stream_subscriber_relay_node_killed():
     # the receiver's node is the relay: the backup takes the stream over,
     # the receiver takes it up there (or through the other node)
-    lib_stream_case("sr", True, True)
+    lib_stream_sub_case("su", True, True)
 
 
 def case_lib_subscriber_relay_killed():
@@ -1719,6 +1721,262 @@ def case_lib_publisher_node_killed():
     # the publisher's node forwards to the relay: its pushes go again
     # through another node and count once
     lib_case("lp", 0, 0, 1, "pub")
+
+
+SPUB_MIB = int(os.environ.get("FAILOVER_SPUB_MIB", "8"))  # fo_client spub sends ~1 MiB/s
+
+
+def lib_stream_pub_case(prefix, pub_is_relay, then_relay=False, close_in_flight=False):
+    """A 3-node cluster; a raw receiver on a node that stays; fo_client
+    spub (a libvroom vroom_writer with reconnection on, all three nodes in
+    its list: its own, then the receiver's, which never relays the room, so
+    that the claim is forwarded) sends one SPUB_MIB MiB stream into the room;
+    the publisher's node is killed (kill -9) a quarter of the way in: the
+    relay (pub_is_relay: the room's first backup takes it over, and the
+    client's new session claims the stream there), or a node that only
+    forwards (the relay waits for the publisher's new session to claim it).
+    The stream must end `ok` at the receiver with every byte once, in
+    order (one OPENED, DATA at contiguous offsets, one END ok with the byte
+    count; the relay checked the writer's XXH3 at the close), and the
+    writer's close must succeed with every byte acknowledged. then_relay: 4
+    nodes; once the stream is claimed again (half of it sent), the relay is
+    killed too: its backup (the fourth node) takes the stream over and
+    tells the sender's new node, which sends again what it kept.
+    close_in_flight: the publisher's node is frozen (SIGSTOP) near the end,
+    the writer gives its last bytes and its close to the frozen node, then
+    the node is killed: the last bytes and the close go again through the
+    new node, after the claim."""
+    cl = Cluster(prefix, 4 if then_relay else 3)
+    names = sorted(cl.nodes)
+    pub_node, sub_node = names[0], names[2]
+    owner = cl.client(names[1], "pub")
+    if then_relay:
+        room, pl = make_room(owner, lambda p: p["relay"] == names[1] and
+                             p["backups"][0] == names[3])
+    elif pub_is_relay:
+        room, pl = make_room(owner, lambda p: p["relay"] == pub_node and
+                             p["backups"][0] == names[1])
+    else:
+        room, pl = make_room(owner, lambda p: p["relay"] == names[1] and
+                             p["backups"][0] == sub_node)
+    owner.close()
+    cl.clients.remove(owner)
+    relay, b1 = pl["relay"], pl["backups"][0]
+    sub = cl.client(sub_node, "sub")
+    ok(sub, SUBSCRIBE, room)
+    total = SPUB_MIB << 20
+    # after its own, the receiver's node, which is not the relay (before or
+    # after the kill): the claim goes through a forwarding node
+    order = [pub_node, sub_node, names[1]]
+    f = fo_client("spub", cl, order, room, prefix + "-spub", count=total, timeout=120)
+
+    def run(cond, timeout, what):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            pump([sub], 0.02)
+            f.pump()
+            if cond():
+                return
+            check(f.p.poll() is None,
+                  "fo_client spub exited %s before %s: %s; stderr: %s" %
+                  (f.p.poll(), what, f.lines[-5:], f.stderr()[-800:]))
+        raise TestFailure("no %s within %.0f s: %s; stderr: %s" %
+                          (what, timeout, f.lines[-5:], f.stderr()[-800:]))
+
+    run(lambda: any(x.startswith("ready") for x in f.lines), 20, "the publisher ready")
+    quarter = total // 4
+    run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= quarter
+                    for x in f.lines), 60, "a quarter of the stream")
+    if close_in_flight:
+        near = total - (256 << 10)
+        run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= near
+                        for x in f.lines), 60, "the stream's last 256 KiB")
+        cl.freeze(pub_node)
+        run(lambda: "closing" in f.lines, 30, "the close, to the frozen node")
+    t_fail = time.monotonic()
+    cl.kill(pub_node)
+    if then_relay:
+        run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= total // 2
+                        for x in f.lines), 60, "half of the stream")
+        cl.kill(relay)
+    ended = lambda: any(v[0] == STREAM_END and v[2] == "fo-spub" for _, v in sub.frames)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120 and (f.p.poll() is None or not ended()):
+        pump([sub], 0.02)
+        f.pump()
+    rc = f.finish(5)
+    t_end = time.monotonic()
+    check(rc == 0 and f.lines and f.lines[-1].startswith("ok sent %d" % total),
+          "fo_client spub exited %s: %s; stderr: %s" % (rc, f.lines[-6:], f.stderr()[-800:]))
+    moved = [x for x in f.lines if x.startswith("moved")]
+    check(moved, "the publisher did not move: %s" % f.lines[-4:])
+    h, blk = hashlib.sha256(), Streamer.CHUNK
+    for k in range((total + blk - 1) // blk):  # fo_client's spub_block(k), as Streamer's
+        h.update((hashlib.sha256(b"blk %d" % k).digest() * (blk // 32))[:total - k * blk])
+    st = types.SimpleNamespace(sid="fo-spub", total=total, h=h)
+    load = types.SimpleNamespace(other={id(sub): [v for _, v in sub.frames]})
+    chunks = check_stream(load, [sub], st)
+    at = relay if not pub_is_relay else b1
+    check(log_has(cl[at], r"stream fo-spub: claimed by session"),
+          "%s did not log the stream claimed by the new session" % at)
+    if then_relay:
+        check(log_has(cl[b1], r"took over stream fo-spub of room %s" % re.escape(room[:6])),
+              "%s did not log taking the stream over" % b1)
+        check(log_has(cl[sub_node], r"stream fo-spub: resumed at %s" % b1),
+              "%s (the sender's new node) did not resume the stream at %s" % (sub_node, b1))
+    if pub_is_relay:
+        check(log_has(cl[b1], r"took over stream fo-spub of room %s" % re.escape(room[:6])),
+              "%s did not log taking the stream over" % b1)
+    say("%d MiB stream from a libvroom writer on %s (%s) killed %s: %s; the receiver on %s "
+        "got it byte for byte, one END ok (%s chunks), %.1f s after the kill" %
+        (SPUB_MIB, pub_node, "the relay" if pub_is_relay else "relay " + relay,
+         "at a quarter, then the relay at half (%s took over)" % b1 if then_relay else
+         "frozen as the writer closed" if close_in_flight else "at a quarter",
+         "; ".join(moved), sub_node, chunks.get("sub"), t_end - t_fail))
+    cl.converge()
+    cl.shutdown()
+
+
+STREAM_CLAIM, E_UNKNOWN_STREAM = 304, 30
+
+
+class KeyedRaw(Raw):
+    """A raw client whose HELLO carries a publisher id (and an empty token),
+    as libvroom's with reconnection on."""
+
+    def __init__(self, node, identity, publisher):
+        self.node, self.identity = node, identity
+        self.sock = node.connect(timeout=10)
+        send_frame(self.sock, [HELLO, 1, WIRE_VERSION, identity, b"", publisher])
+        self.welcome = recv_frame(self.sock, 10)
+        check(self.welcome[0] == WELCOME, "HELLO with a publisher id: %s" % brief(self.welcome))
+        self.rid, self.buf, self.frames, self.eof = 1, bytearray(), [], None
+
+
+def case_stream_claim_wire():
+    """STREAM_CLAIM on the wire, at the relay (the stream's first sender
+    forwards through the other node): refused (unknown_stream) for another
+    session without the publisher key, for another identity with the same
+    publisher id, for an unknown id and for the wrong room; a new session
+    of the same identity and publisher id takes the stream from the old one
+    (still connected) at the relay's offset, goes on from there and closes
+    it; the old session's chunk is then refused."""
+    cl = Cluster("sc", 2)
+    n1, n2 = sorted(cl.nodes)
+    owner = cl.client(n1, "pub")
+    room, _ = make_room(owner, lambda p: p["relay"] == n2)
+    other, _ = make_room(owner, lambda p: p["relay"] == n2)
+    old = KeyedRaw(cl[n1], "pub", 77)
+    cl.clients.append(old)
+    v = request(old, STREAM_OPEN, room, "cl1", "", "", "", None, {}, [], 0)
+    check(v[0] == OK, "STREAM_OPEN: %s" % brief(v))
+    old.send(STREAM_CHUNK, "cl1", 0, b"a" * 1000)
+    plain = cl.client(n1, "pub")
+    stranger = KeyedRaw(cl[n2], "other", 77)
+    new = KeyedRaw(cl[n2], "pub", 77)
+    cl.clients += [stranger, new]
+    for c, args, what in ((plain, (room, "cl1"), "a session without the publisher id"),
+                          (stranger, (room, "cl1"), "another identity, same publisher id"),
+                          (new, (room, "nope"), "an unknown stream"),
+                          (new, (other, "cl1"), "the wrong room")):
+        v = request(c, STREAM_CLAIM, *args)
+        check(v[0] == ERROR and v[2] == E_UNKNOWN_STREAM,
+              "STREAM_CLAIM by %s: %s" % (what, brief(v)))
+    v = request(new, STREAM_CLAIM, room, "cl1")
+    check(v[0] == OK and v[2][0] == 1000 and v[2][1] >= 1000 and v[2][2] is False,
+          "STREAM_CLAIM by the new session: %s" % brief(v))
+    # The old session's chunk is refused, whenever it reaches the relay (its
+    # ERROR stays at its node, as for any forwarded chunk): had it counted,
+    # the new session's chunk or the close would fail on the offsets.
+    old.send(STREAM_CHUNK, "cl1", 1000, b"o")
+    time.sleep(0.2)
+    new.send(STREAM_CHUNK, "cl1", 1000, b"b" * 500)
+    v = request(new, STREAM_CLOSE, "cl1", "", {}, None)
+    check(v[0] == OK and v[2] == 1500, "the close after the claim: %s" % brief(v))
+    v = request(new, STREAM_CLAIM, room, "cl1")
+    check(v[0] == ERROR and v[2] == E_UNKNOWN_STREAM, "a claim after the end: %s" % brief(v))
+    say("claims refused for another session, identity, id and room; the same publisher's new "
+        "session took the stream at offset 1000 from the old one and closed it at 1500")
+    cl.converge()
+    cl.shutdown()
+
+
+def case_stream_claim_after_disconnect():
+    """Which ends of a sender's connection leave its stream to be claimed:
+    a keyed client's own connection to the relay (yes: a new session
+    through the other node claims it at its offset and closes it); a
+    keyed client that leaves its node, which tells the relay SESSION_END
+    (no: aborted, `sender disconnected`, as a receiver sees); a client
+    without a publisher id (no)."""
+    cl = Cluster("sd", 2)
+    n1, n2 = sorted(cl.nodes)
+    owner = cl.client(n1, "pub")
+    room, _ = make_room(owner, lambda p: p["relay"] == n2)
+    sub = cl.client(n1, "sub")
+    ok(sub, SUBSCRIBE, room)
+    senders = {"direct": KeyedRaw(cl[n2], "pub", 5), "forwarded": KeyedRaw(cl[n1], "pub", 6),
+               "plain": cl.client(n2, "pub")}
+    for sid, c in senders.items():
+        v = request(c, STREAM_OPEN, room, sid, "", "", "", None, {}, [], 0)
+        check(v[0] == OK, "STREAM_OPEN %s: %s" % (sid, brief(v)))
+        c.send(STREAM_CHUNK, sid, 0, b"x" * 1000)
+    wait_for([sub], lambda: sum(1 for _, f in sub.frames if f[0] == STREAM_DATA) == 3, 10,
+             "the receiver's first bytes of the three streams")
+    for c in senders.values():
+        c.close()
+    ends = lambda sid: [f for _, f in sub.frames if f[0] == STREAM_END and f[2] == sid]
+    wait_for([sub], lambda: ends("forwarded") and ends("plain"), 10,
+             "the ends of the forwarded and plain senders' streams")
+    for sid in ("forwarded", "plain"):
+        e = ends(sid)[0]
+        check(e[3] == "aborted" and e[4] == "sender disconnected", "%s: %s" % (sid, brief(e)))
+    check(not ends("direct"), "the keyed direct sender's stream ended: %s" % ends("direct"))
+    for sid, pub in (("forwarded", 6), ("plain", 5)):
+        c = KeyedRaw(cl[n1], "pub", pub)
+        cl.clients.append(c)
+        v = request(c, STREAM_CLAIM, room, sid)
+        check(v[0] == ERROR and v[2] == E_UNKNOWN_STREAM, "claim of %s: %s" % (sid, brief(v)))
+    back = KeyedRaw(cl[n1], "pub", 5)
+    cl.clients.append(back)
+    v = request(back, STREAM_CLAIM, room, "direct")
+    check(v[0] == OK and v[2][0] == 1000 and v[2][2] is False, "claim of direct: %s" % brief(v))
+    back.send(STREAM_CHUNK, "direct", 1000, b"y" * 24)
+    v = request(back, STREAM_CLOSE, "direct", "", {}, None)
+    check(v[0] == OK and v[2] == 1024, "the close after the claim: %s" % brief(v))
+    wait_for([sub], lambda: ends("direct"), 10, "the end of the claimed stream")
+    e = ends("direct")[0]
+    check(e[3] == "ok" and e[6] == 1024, "the claimed stream's end: %s" % brief(e))
+    got = b"".join(f[4] for _, f in sub.frames if f[0] == STREAM_DATA and f[2] == "direct")
+    check(got == b"x" * 1000 + b"y" * 24, "the claimed stream's bytes: %d" % len(got))
+    say("a keyed sender's own connection to the relay dropped: its stream was claimed through "
+        "the other node and ended ok with 1024 bytes; SESSION_END and a plain sender: aborted")
+    cl.converge()
+    cl.shutdown()
+
+
+def case_lib_stream_publisher_node_killed():
+    # the stream's sender's own node forwards to the relay: the relay keeps
+    # the stream for the sender's new session, which claims it
+    lib_stream_pub_case("sp", False)
+
+
+def case_lib_stream_publisher_relay_killed():
+    # the sender's node is the relay: its first backup takes the stream over
+    # and the sender's new session claims it there
+    lib_stream_pub_case("sq", True)
+
+
+def case_lib_stream_publisher_then_relay_killed():
+    # the sender's node, then (once the stream is claimed through another
+    # node) the relay: the claim moved the replica's sender node, so the
+    # new relay tells the right node to send again
+    lib_stream_pub_case("sr", False, then_relay=True)
+
+
+def case_lib_stream_publisher_node_killed_closing():
+    # the sender's node dies with the stream's last bytes and its close
+    # unanswered: both go again through the new node
+    lib_stream_pub_case("sk", False, close_in_flight=True)
 
 
 def case_lib_node_drained():
@@ -1884,6 +2142,18 @@ if __name__ == "__main__":
          case_lib_stream_subscriber_relay_node_killed),
         ("libvroom: a publisher's own node killed", case_lib_publisher_node_killed),
         ("libvroom: a publisher's node, the relay, killed", case_lib_publisher_relay_killed),
+        ("STREAM_CLAIM: refusals, and a new session taking its stream over",
+         case_stream_claim_wire),
+        ("STREAM_CLAIM: which ends of a sender leave its stream to claim",
+         case_stream_claim_after_disconnect),
+        ("libvroom: a byte stream's sender's own node killed",
+         case_lib_stream_publisher_node_killed),
+        ("libvroom: a byte stream's sender's node, the relay, killed",
+         case_lib_stream_publisher_relay_killed),
+        ("libvroom: a byte stream's sender's node killed, then its relay",
+         case_lib_stream_publisher_then_relay_killed),
+        ("libvroom: a byte stream's sender's node killed with the close in flight",
+         case_lib_stream_publisher_node_killed_closing),
         ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),
         ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
         ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),

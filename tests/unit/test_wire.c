@@ -165,6 +165,7 @@ static const struct rt_case rt_cases[] = {
 	{"STREAM_CHUNK", WIRE_STREAM_CHUNK, "sub"},
 	{"STREAM_CLOSE", WIRE_STREAM_CLOSE, "ssmv"},
 	{"STREAM_ABORT", WIRE_STREAM_ABORT, "ss"},
+	{"STREAM_CLAIM", WIRE_STREAM_CLAIM, "ss"},
 	{"STREAM_REJOIN", WIRE_STREAM_REJOIN, "ssu"},
 	{"STREAM_REJOIN with topics", WIRE_STREAM_REJOIN, "ssul"},
 	{"STREAM_OPENED", WIRE_STREAM_OPENED, "ssssssvmlu"},
@@ -1043,7 +1044,7 @@ static void test_root_not_array(void **state)
 static void test_unknown_type(void **state)
 {
 	struct fx *f = *state;
-	const unsigned types[] = {0, 7, 99, 110, 304, 399, 401, 499, 514, 599, 65535};
+	const unsigned types[] = {0, 7, 99, 110, 306, 399, 401, 499, 514, 599, 65535};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		assert_false(wire_type_known(types[i]));
