@@ -1609,7 +1609,7 @@ class PatternStreamer(Streamer):
 LIB_STREAM_MIB = 6
 
 
-def lib_stream_sub_case(prefix, sub_is_relay, to_relay):
+def lib_stream_sub_case(prefix, sub_is_relay, to_relay, drain=False):
     """A 3-node cluster; a raw client sends one LIB_STREAM_MIB MiB stream,
     paced over about 10 s, from a node that is not killed; a libvroom
     receiver (fo_client ssub, the three nodes in its list) is subscribed
@@ -1618,7 +1618,9 @@ def lib_stream_sub_case(prefix, sub_is_relay, to_relay):
     1 MiB; it moves to the next node of its list (the relay or the sender's
     node, as to_relay says, or after a relay kill whichever it reaches) and
     takes the stream up with STREAM_REJOIN. It must get the whole stream,
-    every byte once, in order, and END ok; the sender its close's OK."""
+    every byte once, in order, and END ok; the sender its close's OK.
+    drain: the receiver's node gets SIGTERM instead (it leaves, its clients
+    are told `shutdown` and move)."""
     cl = Cluster(prefix, 3)
     names = sorted(cl.nodes)
     owner = cl.client(names[0], "pub")
@@ -1654,13 +1656,17 @@ def lib_stream_sub_case(prefix, sub_is_relay, to_relay):
     # node no longer acknowledges them), then killed.
     victim = sub_node
     at_freeze = st.off
-    cl.freeze(victim)
-    t_freeze = time.monotonic()
-    drive(lambda: time.monotonic() - t_freeze >= 0.7, 5, "0.7 s")
+    if not drain:
+        cl.freeze(victim)
+        t_freeze = time.monotonic()
+        drive(lambda: time.monotonic() - t_freeze >= 0.7, 5, "0.7 s")
     at = st.off
     check(at < total, "the stream was over before the failure")
     t_fail = time.monotonic()
-    cl.kill(victim)
+    if drain:
+        cl.drain(victim)
+    else:
+        cl.kill(victim)
     drive(lambda: st.reply is not None and sub.p.poll() is not None, 120,
           "the close's answer and the receiver's verdict")
     t_end = time.monotonic()
@@ -1682,7 +1688,7 @@ def lib_stream_sub_case(prefix, sub_is_relay, to_relay):
             taken.append((n.cname, int(m.group(1)), int(m.group(3)), m.group(2)))
     check(len(taken) == 1, "the stream was taken up %d times: %s" % (len(taken), taken))
     node, was, here, who = taken[0]
-    if not sub_is_relay:
+    if not sub_is_relay and not drain:
         check(here > was, "the relay had no bytes for the receiver to catch up: %s" % taken)
     say("%d MiB stream from %s, relay %s; the receiver's node %s frozen at sender offset %.1f "
         "MiB, killed at %.1f MiB; it %s and took the stream up at %s, at %d (relay at %d: %d "
@@ -1711,6 +1717,12 @@ def case_lib_stream_subscriber_relay_node_killed():
     lib_stream_sub_case("su", True, True)
 
 
+def case_lib_stream_subscriber_relay_drained():
+    # SIGTERM of the relay that serves the receiver: the backup takes the
+    # stream over, the receiver moves and takes it up there
+    lib_stream_sub_case("sv", True, True, drain=True)
+
+
 def case_lib_subscriber_relay_killed():
     # the subscriber's node is the room's relay too: the room fails over
     # while the subscriber moves
@@ -1726,7 +1738,8 @@ def case_lib_publisher_node_killed():
 SPUB_MIB = int(os.environ.get("FAILOVER_SPUB_MIB", "8"))  # fo_client spub sends ~1 MiB/s
 
 
-def lib_stream_pub_case(prefix, pub_is_relay, then_relay=False, close_in_flight=False):
+def lib_stream_pub_case(prefix, pub_is_relay, then_relay=False, close_in_flight=False,
+                        drain=False):
     """A 3-node cluster; a raw receiver on a node that stays; fo_client
     spub (a libvroom vroom_writer with reconnection on, all three nodes in
     its list: its own, then the receiver's, which never relays the room, so
@@ -1745,7 +1758,9 @@ def lib_stream_pub_case(prefix, pub_is_relay, then_relay=False, close_in_flight=
     close_in_flight: the publisher's node is frozen (SIGSTOP) near the end,
     the writer gives its last bytes and its close to the frozen node, then
     the node is killed: the last bytes and the close go again through the
-    new node, after the claim."""
+    new node, after the claim. drain: SIGTERM instead of kill -9 (the node
+    leaves, its backup takes the room and the stream over, its clients are
+    told `shutdown` and move)."""
     cl = Cluster(prefix, 4 if then_relay else 3)
     names = sorted(cl.nodes)
     pub_node, sub_node = names[0], names[2]
@@ -1794,7 +1809,10 @@ def lib_stream_pub_case(prefix, pub_is_relay, then_relay=False, close_in_flight=
         cl.freeze(pub_node)
         run(lambda: "closing" in f.lines, 30, "the close, to the frozen node")
     t_fail = time.monotonic()
-    cl.kill(pub_node)
+    if drain:
+        cl.drain(pub_node)
+    else:
+        cl.kill(pub_node)
     if then_relay:
         run(lambda: any(x.startswith("progress ") and int(x.split()[1]) >= total // 2
                         for x in f.lines), 60, "half of the stream")
@@ -1979,6 +1997,12 @@ def case_lib_stream_publisher_node_killed_closing():
     lib_stream_pub_case("sk", False, close_in_flight=True)
 
 
+def case_lib_stream_publisher_relay_drained():
+    # SIGTERM of the node that relays the room and serves the writer: its
+    # backup takes the stream over, the writer moves and claims it there
+    lib_stream_pub_case("sd", True, drain=True)
+
+
 def case_lib_node_drained():
     # SIGTERM of the node that relays the room and serves both clients:
     # it hands the room to its backup, its clients move and go on
@@ -2155,6 +2179,10 @@ if __name__ == "__main__":
         ("libvroom: a byte stream's sender's node killed with the close in flight",
          case_lib_stream_publisher_node_killed_closing),
         ("libvroom: SIGTERM of the node of both clients, the relay", case_lib_node_drained),
+        ("libvroom: SIGTERM of a byte stream's sender's node, the relay",
+         case_lib_stream_publisher_relay_drained),
+        ("libvroom: SIGTERM of a byte stream's receiver's node, the relay",
+         case_lib_stream_subscriber_relay_drained),
         ("SUBSCRIBE with after: replay, first seq, gap", case_subscribe_after),
         ("vroom sub and push -s A,B,C: their nodes killed", case_cli_nodes_killed),
     ]
