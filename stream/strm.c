@@ -322,8 +322,13 @@ uint64_t strm_acked(const struct strm *s)
 
 uint64_t strm_limit(const struct strm *s)
 {
+	/* Never below a limit the sender was told (credit_sent): acked can go
+	 * back (a receiver node re-attaching lower, a new first backup whose
+	 * replica is still being filled), and a grant stands. */
 	uint64_t limit = strm_acked(s) + s->window;
-	return limit > s->limit_floor ? limit : s->limit_floor;
+	if (limit < s->limit_floor)
+		limit = s->limit_floor;
+	return limit > s->credit_sent ? limit : s->credit_sent;
 }
 
 uint64_t strm_inflight(const struct strm *s)
