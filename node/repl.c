@@ -25,6 +25,7 @@
 #define REPLICA_GRACE_MS 30000 /* past the room idle timeout, for a replica */
 #define HOLD_MS		 2000  /* the longest a push waits for its backup's ack */
 #define HELD_BYTES	 (64u << 20) /* pushes waiting for acks, all rooms */
+#define SUB_NODES_MAX	 64	     /* subscribing nodes named in a state */
 
 /* One recent push: enough to replay it and to know it if it comes again. */
 struct entry {
@@ -39,6 +40,11 @@ struct ring {
 	uint64_t handed_ms; /* when this node last handed the room over (0: never) */
 	char handed_to[MEMB_NAME_MAX + 1];
 	char src[MEMB_NAME_MAX + 1]; /* a backup's: the relay that last sent the room's state */
+	/* A backup's: the nodes subscribing to the room at its relay (the
+	 * state's `nodes`), NUL-separated, nsubs of them: the room takes them
+	 * back at a takeover, before each re-attaches. */
+	char *subs;
+	size_t nsubs;
 	int pinned;		     /* a backup's: src keeps relaying the room, though this node
 				      * comes first in its list, until its streams end */
 	uint64_t state_ms;  /* when this node, relaying it, last sent its state */
@@ -103,7 +109,32 @@ static void ring_free(struct ring *g)
 	for (size_t i = 0; i < g->len; i++)
 		blob_unref(g->e[(g->head + i) % g->cap].frame);
 	free(g->e);
+	free(g->subs);
 	free(g);
+}
+
+/* Keeps the state's subscribing nodes (an array of names) on ring g. */
+static void set_subs(struct ring *g, const msgpack_object *a)
+{
+	free(g->subs);
+	g->subs = NULL;
+	g->nsubs = 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0)
+		return;
+	uint32_t k = a->via.array.size < SUB_NODES_MAX ? a->via.array.size : SUB_NODES_MAX;
+	if (!(g->subs = malloc((size_t)k * (MEMB_NAME_MAX + 1))))
+		return;
+	size_t at = 0;
+	for (uint32_t i = 0; i < k; i++) {
+		const msgpack_object *o = &a->via.array.ptr[i];
+		if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
+		    o->via.str.size > MEMB_NAME_MAX || memchr(o->via.str.ptr, 0, o->via.str.size))
+			continue;
+		memcpy(g->subs + at, o->via.str.ptr, o->via.str.size);
+		at += o->via.str.size;
+		g->subs[at++] = '\0';
+		g->nsubs++;
+	}
 }
 
 void repl_free(struct repl *r)
@@ -320,7 +351,7 @@ enum { STATE_PLAIN = 0, STATE_HANDOVER = 1, STATE_PINNED = 2 };
 static int rank_of(struct node *n, const char *id);
 static void enc_state(struct wire_buf *b, const struct room *r, int handover)
 {
-	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 7);
+	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STATE, 0, 8);
 	wire_pack_cstr(pk, room_id(r));
 	wire_pack_cstr(pk, room_owner(r));
 	msgpack_pack_array(pk, room_grant_count(r));
@@ -330,6 +361,17 @@ static void enc_state(struct wire_buf *b, const struct room *r, int handover)
 	msgpack_pack_uint64(pk, room_created(r));
 	msgpack_pack_uint64(pk, room_epoch(r));
 	msgpack_pack_uint64(pk, (uint64_t)handover);
+	/* the nodes subscribing here: a new relay has them at once */
+	uint32_t k = 0;
+	for (const struct room_sub *sub = room_subs(r); sub; sub = room_sub_next(sub))
+		k += room_sub_is_peer(sub) && room_sub_who(sub) && k < SUB_NODES_MAX;
+	msgpack_pack_array(pk, k);
+	uint32_t i = 0;
+	for (const struct room_sub *sub = room_subs(r); sub && i < k; sub = room_sub_next(sub))
+		if (room_sub_is_peer(sub) && room_sub_who(sub)) {
+			wire_pack_cstr(pk, peer_name(room_sub_who(sub)));
+			i++;
+		}
 	wire_end(b, 0);
 }
 
@@ -550,6 +592,36 @@ static void set_grants(struct room *r, const msgpack_object *g)
 			room_grant(r, g->via.array.ptr[i].via.str.ptr, g->via.array.ptr[i].via.str.size);
 }
 
+/* The nodes that subscribed to room r at its old relay (the replica's
+ * state named them) get its pushes from here at once, before each notices
+ * the takeover; each re-attaches too (NODE_SUB with `after`), which finds
+ * its subscription and replays what it missed. A mirror takes a push from
+ * a relay it is not attached to only in seq order (route.c on_deliver), so
+ * nothing is skipped. */
+static void take_subs(struct node *n, struct room *r, const struct ring *g)
+{
+	struct clus *cl = node_clus(n);
+	const char *name = g ? g->subs : NULL;
+	size_t k = 0;
+	for (size_t i = 0; name && i < g->nsubs; i++, name += strlen(name) + 1) {
+		struct peer *p = strcmp(name, clus_self(cl)) != 0 ? clus_peer(cl, name) : NULL;
+		if (!p)
+			continue;
+		const struct room_sub *sub;
+		for (sub = room_subs(r); sub; sub = room_sub_next(sub))
+			if (room_sub_who(sub) == p)
+				break;
+		struct room_sub *ns = sub ? NULL : room_subscribe(r, p);
+		if (ns) {
+			room_sub_set_peer(ns, 1);
+			k++;
+		}
+	}
+	if (k)
+		vlog(node_log(n), LOG_INFO, "room %.6s...: %zu subscribing node(s) from its state",
+		     room_id(r), k);
+}
+
 /* A backed-up room becomes this node's: same id, owner, grants and seq. */
 static struct room *promote(struct node *n, struct room *rep, const char *why)
 {
@@ -576,6 +648,7 @@ static struct room *promote(struct node *n, struct room *rep, const char *why)
 		fill(n, nr); /* the backups learn the new epoch */
 		srepl_install(n, nr); /* before its mirror's receivers move in */
 		route_took_over(n, nr);
+		take_subs(n, nr, rg);
 		park_room_ready(n, room_id(nr));
 	}
 	return nr;
@@ -805,6 +878,8 @@ void repl_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m)
 		if (src) {
 			snprintf(src->src, sizeof(src->src), "%s", peer_name(p));
 			src->pinned = mode == STATE_PINNED;
+			if (m->nfields > 7)
+				set_subs(src, m->f[7].o);
 		}
 		/* Handed over (a node joined, or this one came back first in
 		 * the room's list): take it now. A state sent to a backup is

@@ -1022,15 +1022,29 @@ static struct blob *blob_of(const uint8_t *raw, size_t len)
 	return b;
 }
 
-static void on_deliver(struct node *n, const struct wire_msg *m, const uint8_t *raw, size_t len)
+static void on_deliver(struct node *n, struct peer *p, const struct wire_msg *m,
+		       const uint8_t *raw, size_t len)
 {
-	struct room *mr = rooms_find(node_route(n)->mirrors, S(m->f[0]));
-	if (!mr)
+	struct route *r = node_route(n);
+	struct room *mr = rooms_find(r->mirrors, S(m->f[0]));
+	if (!mr) {
+		/* A new relay that took this node's subscription over from the
+		 * old one's state (repl.c take_subs), but nobody here
+		 * subscribes any more: unsubscribe there. */
+		if (m->f[0].s.len == ROOM_ID_LEN)
+			node_sub(n, p, m->f[0].s.ptr, 0, 0, 0, 0);
 		return;
+	}
 	uint64_t origin = m->nfields > 5 ? m->f[5].u : 0;
 	/* The mirror's seq is the last one delivered here: a new relay
 	 * resumes after it, and a replay may repeat what came before. */
 	if (m->f[1].u <= room_seq(mr))
+		return;
+	/* From a relay this mirror has not attached to yet (it took the
+	 * room over and this node's subscription with it): only the next
+	 * seq; past a gap, the replay of the re-attachment brings them all. */
+	struct mirror_meta *mm = meta_of(r, room_id(mr), 0);
+	if (m->f[1].u != room_seq(mr) + 1 && (!mm || strcmp(mm->relay, peer_name(p)) != 0))
 		return;
 	room_set_seq(mr, m->f[1].u);
 	struct blob *frame = blob_of(raw, len);
@@ -1348,16 +1362,24 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 	for (s = room_subs(r); s; s = room_sub_next(s))
 		if (room_sub_who(s) == p)
 			break;
+	int changed = 0; /* the subscribing nodes: part of the room's state */
 	if (m->f[1].u == 0) {
-		if (s)
+		if (s) {
 			room_unsubscribe(s);
+			s = NULL;
+			changed = 1;
+		}
 	} else if (!s) {
 		s = room_subscribe(r, p);
-		if (s)
+		if (s) {
 			room_sub_set_peer(s, m->f[1].u);
+			changed = 1;
+		}
 	} else {
 		room_sub_set_peer(s, m->f[1].u);
 	}
+	if (changed)
+		repl_room_state(n, r);
 	/* A node coming back (after a takeover, or a lost link) says the last
 	 * seq it delivered: it gets what it missed that the ring still has,
 	 * ahead of the OK. */
@@ -1370,6 +1392,7 @@ static void on_node_sub(struct node *n, struct peer *p, const struct wire_msg *m
 	if (m->rid) {
 		/* OK [3, rid, seq]: every push up to seq is ahead of it on the
 		 * link or not for this subscriber; the mirror resumes after. */
+		b = node_scratch(n); /* (the replay and the state used it) */
 		msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);
 		msgpack_pack_uint64(pk, repl_released(n, r));
 		wire_end(b, 0);
@@ -1510,7 +1533,7 @@ void route_peer_frame(struct node *n, struct peer *p, const struct wire_msg *m, 
 		if (!stats_peer_error(node_stats(n), p, m))
 			on_node_sub_reply(n, p, m);
 		break;
-	case WIRE_DELIVER: on_deliver(n, m, raw, len); break;
+	case WIRE_DELIVER: on_deliver(n, p, m, raw, len); break;
 	case WIRE_ROOM_CLOSED: on_room_closed(n, m, raw, len); break;
 	case WIRE_STREAM_OPENED: on_opened(n, p, m, raw, len); break;
 	case WIRE_STREAM_DATA: on_data(n, p, m, raw, len); break;

@@ -60,7 +60,7 @@ static const struct wire_schema schemas[] = {
 	{WIRE_NODE_SUB, "su|u"},
 	{WIRE_SESSION_END, "u"},
 	{WIRE_STREAM_ACK, "su"},
-	{WIRE_REPL_STATE, "sslu|uuu"},
+	{WIRE_REPL_STATE, "sslu|uuul"},
 	{WIRE_REPL_PUSH, "suuub|u"},
 	{WIRE_REPL_GONE, "s"},
 	{WIRE_NODE_STATS_REQ, ""},

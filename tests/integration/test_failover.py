@@ -881,6 +881,11 @@ def case_relay_kill9():
         "worst ack %.3f s" % (relay, load.killed_at, b1, b2, fmt_times(load.resume_time(t_kill)),
                               load.ack_latency()))
     check(log_has(cl[b1], took_over(cl[b1], room)), "%s did not log the takeover" % b1)
+    # the replica named the subscribing nodes (every node but the relay
+    # and b1 itself): the new relay subscribed them at once
+    check(log_has(cl[b1], r"room %s\.\.\.: 3 subscribing node\(s\) from its state" %
+                  re.escape(room[:6])),
+          "%s did not take the 3 subscribing nodes from the room's state" % b1)
     cl.converge()
     cl.shutdown()
 
