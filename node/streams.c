@@ -715,12 +715,11 @@ struct strm *streams_from_replica(struct node *n, struct room *r, const struct w
 	return s;
 }
 
-/* Sends the receiver sub the stream's kept bytes from pos on (and its END
- * if it is closing): 0, or -1 if the bytes from pos are no longer kept. */
-static int replay(struct node *n, struct strm *s, struct room_sub *sub, uint64_t pos)
+/* Hands send() the stream's kept frames from pos on, as they are kept (the
+ * first cut to start at pos), then its END if it is closing. */
+static void each_kept(struct strm *s, uint64_t pos, void (*send)(void *to, struct blob *f),
+		      void *to)
 {
-	if (pos < strm_buf_base(s))
-		return -1;
 	for (size_t i = 0; i < strm_buf_count(s); i++) {
 		uint64_t off;
 		size_t len;
@@ -728,19 +727,45 @@ static int replay(struct node *n, struct strm *s, struct room_sub *sub, uint64_t
 		if (off + len <= pos)
 			continue;
 		if (off >= pos) {
-			node_send_bulk(n, sub, f);
+			send(to, f);
 			continue;
 		}
 		struct blob *tail = streams_data_frame(
 		    strm_id(s), pos, blob_data(f) + blob_len(f) - len + (pos - off),
 		    off + len - pos);
 		if (tail) {
-			node_send_bulk(n, sub, tail);
+			send(to, tail);
 			blob_unref(tail);
 		}
 	}
 	if (strm_closing(s, NULL) && strm_end_frame(s))
-		node_send_bulk(n, sub, strm_end_frame(s));
+		send(to, strm_end_frame(s));
+}
+
+struct to_sub {
+	struct node *n;
+	struct room_sub *sub;
+};
+
+static void send_sub(void *to, struct blob *f)
+{
+	struct to_sub *t = to;
+	node_send_bulk(t->n, t->sub, f);
+}
+
+static void send_conn(void *to, struct blob *f)
+{
+	conn_send_blob(to, f);
+}
+
+/* Sends the receiver sub the stream's kept bytes from pos on (and its END
+ * if it is closing): 0, or -1 if the bytes from pos are no longer kept. */
+static int replay(struct node *n, struct strm *s, struct room_sub *sub, uint64_t pos)
+{
+	if (pos < strm_buf_base(s))
+		return -1;
+	struct to_sub t = {n, sub};
+	each_kept(s, pos, send_sub, &t);
 	return 0;
 }
 
@@ -901,32 +926,6 @@ static int topics_take(const msgpack_object *topics, const char *topic)
 	return 0;
 }
 
-/* Sends c the kept bytes of s from pos on, as they are kept (the first
- * chunk cut to start at pos), and the END if s is closing. */
-static void replay_to(struct strm *s, struct conn *c, uint64_t pos)
-{
-	for (size_t i = 0; i < strm_buf_count(s); i++) {
-		uint64_t off;
-		size_t len;
-		struct blob *f = strm_buf_at(s, i, &off, &len);
-		if (off + len <= pos)
-			continue;
-		if (off >= pos) {
-			conn_send_blob(c, f);
-			continue;
-		}
-		struct blob *tail = streams_data_frame(
-		    strm_id(s), pos, blob_data(f) + blob_len(f) - len + (pos - off),
-		    off + len - pos);
-		if (tail) {
-			conn_send_blob(c, tail);
-			blob_unref(tail);
-		}
-	}
-	if (strm_closing(s, NULL) && strm_end_frame(s))
-		conn_send_blob(c, strm_end_frame(s));
-}
-
 /*
  * STREAM_REJOIN [305, rid, room, stream, offset, topics?] at the stream's
  * relay. From a local client: its subscription to the room becomes a
@@ -1008,7 +1007,7 @@ void streams_rejoin(struct node *n, struct conn *c, const struct wire_msg *m)
 	if (strm_closing(s, NULL) || via) {
 		/* A client that has more than this node (a new relay behind the
 		 * old one) drops what it has: nothing below pos is sent. */
-		replay_to(s, c, pos > off ? off : pos);
+		each_kept(s, pos > off ? off : pos, send_conn, c);
 		if (!strm_is_open(s)) {
 			b = node_scratch(n);
 			msgpack_packer *pk = wire_begin(b, WIRE_OK, m->rid, 1);

@@ -1150,13 +1150,20 @@ def case_create_in_flight():
     cl.shutdown()
 
 
-def case_node_joins():
-    cl = Cluster("j", 4)
-    pub = cl.client("j1", "pub")
-    rooms = [ok(pub, CREATE) for _ in range(40)]
+def join_setup(prefix, nrooms):
+    """4 nodes, a publisher on the first, nrooms rooms (with their relays
+    now) and a subscriber to all of them on every node."""
+    cl = Cluster(prefix, 4)
+    pub = cl.client(prefix + "1", "pub")
+    rooms = [ok(pub, CREATE) for _ in range(nrooms)]
     before = {room: place(pub, room)["relay"] for room in rooms}
     subs = [cl.client(n, "sub-" + n) for n in cl.nodes]
     subscribe_all(subs, rooms)
+    return cl, pub, rooms, before, subs
+
+
+def case_node_joins():
+    cl, pub, rooms, before, subs = join_setup("j", 40)
     load = Load(pub, rooms, subs, 800, "join")
     load.run_until(lambda: load.sent() >= 200, 30, "200 pushes")
     t_join = time.monotonic()
@@ -1186,13 +1193,8 @@ def case_node_joins_streams():
     such room stays with its relay until its stream ends (nothing of a
     stream moves mid-way), then goes to the new node; every stream reaches
     every receiver intact, and the pushes in the same rooms too."""
-    cl = Cluster("k", 4)
-    pub = cl.client("k1", "pub")
     # 24 rooms: one at least moves to k5 but in 0.8^24 = 0.5 % of runs
-    rooms = [ok(pub, CREATE) for _ in range(24)]
-    before = {room: place(pub, room)["relay"] for room in rooms}
-    subs = [cl.client(n, "sub-" + n) for n in cl.nodes]
-    subscribe_all(subs, rooms)
+    cl, pub, rooms, before, subs = join_setup("k", 24)
     total = 1 << 20
     load = Load(pub, rooms, subs, 1600, "kjoin")
     sts = []
