@@ -254,7 +254,7 @@ class Bench:
                     n.stop()
                 else:
                     n.proc.kill()
-        if ok:
+        if ok and not os.environ.get("FAILOVER_BENCH_KEEP"):  # =1: keep the node logs
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
