@@ -593,33 +593,29 @@ static void set_grants(struct room *r, const msgpack_object *g)
 }
 
 /* The nodes that subscribed to room r at its old relay (the replica's
- * state named them) get its pushes from here at once, before each notices
- * the takeover; each re-attaches too (NODE_SUB with `after`), which finds
- * its subscription and replays what it missed. A mirror takes a push from
- * a relay it is not attached to only in seq order (route.c on_deliver), so
- * nothing is skipped. */
+ * state named them) are told at once that it is relayed here (ROOM_MOVED),
+ * so that they subscribe again (NODE_SUB with `after`, the replay of what
+ * they missed) even while their own view of the cluster lags. */
 static void take_subs(struct node *n, struct room *r, const struct ring *g)
 {
 	struct clus *cl = node_clus(n);
 	const char *name = g ? g->subs : NULL;
 	size_t k = 0;
+	struct wire_buf *b = node_scratch(n);
+	msgpack_packer *pk = wire_begin(b, WIRE_ROOM_MOVED, 0, 2);
+	wire_pack_str(pk, room_id(r), ROOM_ID_LEN);
+	wire_pack_cstr(pk, clus_self(cl));
+	wire_end(b, 0);
 	for (size_t i = 0; name && i < g->nsubs; i++, name += strlen(name) + 1) {
 		struct peer *p = strcmp(name, clus_self(cl)) != 0 ? clus_peer(cl, name) : NULL;
-		if (!p)
-			continue;
-		const struct room_sub *sub;
-		for (sub = room_subs(r); sub; sub = room_sub_next(sub))
-			if (room_sub_who(sub) == p)
-				break;
-		struct room_sub *ns = sub ? NULL : room_subscribe(r, p);
-		if (ns) {
-			room_sub_set_peer(ns, 1);
+		if (p) {
+			peer_send(p, b->p, b->len);
 			k++;
 		}
 	}
 	if (k)
-		vlog(node_log(n), LOG_INFO, "room %.6s...: %zu subscribing node(s) from its state",
-		     room_id(r), k);
+		vlog(node_log(n), LOG_INFO,
+		     "room %.6s...: told its %zu subscribing node(s) from its state", room_id(r), k);
 }
 
 /* A backed-up room becomes this node's: same id, owner, grants and seq. */

@@ -1188,12 +1188,17 @@ static void on_data(struct node *n, struct peer *p, const struct wire_msg *m, co
 		send_ack(n, p, S(m->f[0]), off + data->len);
 		return;
 	}
-	if (strm_sender(s) != p)
-		/* From a relay this mirror no longer follows (it went to
-		 * another while views differed): not acknowledged, so that
-		 * relay still keeps the bytes should the mirror come back
-		 * (STREAM_REATTACH, streams_reattach). */
+	if (strm_sender(s) != p) {
+		/* From another node than the relay this mirror follows now (it
+		 * went to another while views differed): not acknowledged, so
+		 * that relay still keeps the bytes should the mirror come back
+		 * (STREAM_REATTACH, streams_reattach). From the same node on
+		 * another link (the relay holds a subscription of this node
+		 * per link it came on): acknowledged, as that link's share. */
+		if (strm_sender(s) && strcmp(peer_name(strm_sender(s)), peer_name(p)) == 0)
+			send_ack(n, p, S(m->f[0]), off + data->len);
 		return;
+	}
 	if (strm_closing(s, NULL))
 		return;
 	if (off != strm_offset(s)) {

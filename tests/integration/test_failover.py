@@ -882,10 +882,10 @@ def case_relay_kill9():
                               load.ack_latency()))
     check(log_has(cl[b1], took_over(cl[b1], room)), "%s did not log the takeover" % b1)
     # the replica named the subscribing nodes (every node but the relay
-    # and b1 itself): the new relay subscribed them at once
-    check(log_has(cl[b1], r"room %s\.\.\.: 3 subscribing node\(s\) from its state" %
+    # and b1 itself): the new relay told them at once where the room is
+    check(log_has(cl[b1], r"room %s\.\.\.: told its 3 subscribing node\(s\) from its state" %
                   re.escape(room[:6])),
-          "%s did not take the 3 subscribing nodes from the room's state" % b1)
+          "%s did not tell the 3 subscribing nodes from the room's state" % b1)
     cl.converge()
     cl.shutdown()
 
