@@ -245,6 +245,11 @@ size_t repl_backups(struct node *n, const char *id, const char **names, size_t m
 	return backups(n, id, names, max);
 }
 
+void repl_to_backups(struct node *n, const char *id, const uint8_t *frame, size_t len)
+{
+	to_backups(n, id, frame, len);
+}
+
 /* The link to the room's first backup, as this node sees the cluster. */
 static struct peer *first_backup(struct node *n, const char *id)
 {

@@ -99,6 +99,8 @@ const char *repl_pinned_to(struct node *n, const char *id);
 /* The room's backups as this node sees the cluster (names, this node
  * left out), at most max: the first is the one whose acks count. */
 size_t repl_backups(struct node *n, const char *id, const char **names, size_t max);
+/* Sends frame to each of the room's backups that has a link. */
+void repl_to_backups(struct node *n, const char *id, const uint8_t *frame, size_t len);
 /* Rooms backed up here (for the stats). */
 size_t repl_replicas(const struct node *n);
 

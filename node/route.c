@@ -1043,9 +1043,11 @@ static void on_deliver(struct node *n, struct peer *p, const struct wire_msg *m,
 	/* From a relay this mirror has not attached to yet (it took the
 	 * room over and this node's subscription with it): only the next
 	 * seq; past a gap, the replay of the re-attachment brings them all. */
-	struct mirror_meta *mm = meta_of(r, room_id(mr), 0);
-	if (m->f[1].u != room_seq(mr) + 1 && (!mm || strcmp(mm->relay, peer_name(p)) != 0))
-		return;
+	if (m->f[1].u != room_seq(mr) + 1) {
+		struct mirror_meta *mm = meta_of(r, room_id(mr), 0);
+		if (!mm || strcmp(mm->relay, peer_name(p)) != 0)
+			return;
+	}
 	room_set_seq(mr, m->f[1].u);
 	struct blob *frame = blob_of(raw, len);
 	if (!frame)

@@ -102,17 +102,6 @@ static void drop(struct srepl *t, struct srep *r)
 
 /* ---- at the relay ---- */
 
-static void to_backups(struct node *n, const char *room, const uint8_t *f, size_t len)
-{
-	const char *names[16];
-	size_t k = repl_backups(n, room, names, 16);
-	for (size_t i = 0; i < k; i++) {
-		struct peer *p = clus_peer(node_clus(n), names[i]);
-		if (p)
-			peer_send(p, f, len);
-	}
-}
-
 /* REPL_STREAM [520, 0, room, stream, opened, sender_node, sid, offset,
  * acked, hash, nodes]: nodes is flat, [name, acked, name, acked, ...]. */
 static void enc_stream(struct node *n, struct wire_buf *b, struct strm *s)
@@ -196,7 +185,7 @@ void srepl_open(struct node *n, struct strm *s, const uint8_t *opened, size_t le
 		return;
 	struct wire_buf *b = &node_srepl(n)->buf;
 	enc_stream(n, b, s);
-	to_backups(n, room_id(strm_room(s)), b->p, b->len);
+	repl_to_backups(n, room_id(strm_room(s)), b->p, b->len);
 }
 
 void srepl_chunk(struct node *n, struct strm *s, uint64_t off, const void *data, size_t len)
@@ -205,7 +194,7 @@ void srepl_chunk(struct node *n, struct strm *s, uint64_t off, const void *data,
 		return;
 	struct wire_buf *b = &node_srepl(n)->buf;
 	enc_chunk(b, s, off, strm_acked(s), data, len);
-	to_backups(n, room_id(strm_room(s)), b->p, b->len);
+	repl_to_backups(n, room_id(strm_room(s)), b->p, b->len);
 }
 
 void srepl_end(struct node *n, struct strm *s)
@@ -217,7 +206,7 @@ void srepl_end(struct node *n, struct strm *s)
 	msgpack_packer *pk = wire_begin(b, WIRE_REPL_STREAM_END, 0, 1);
 	wire_pack_cstr(pk, strm_id(s));
 	wire_end(b, 0);
-	to_backups(n, room_id(strm_room(s)), b->p, b->len);
+	repl_to_backups(n, room_id(strm_room(s)), b->p, b->len);
 }
 
 void srepl_fill(struct node *n, struct room *r)
@@ -238,7 +227,7 @@ void srepl_fill(struct node *n, struct room *r)
 		if (!have)
 			continue;
 		enc_stream(n, &t->buf, s);
-		to_backups(n, room_id(r), t->buf.p, t->buf.len);
+		repl_to_backups(n, room_id(r), t->buf.p, t->buf.len);
 		/* the bytes receivers may still need: history, not hashed there */
 		for (size_t i = 0; i < strm_buf_count(s); i++) {
 			uint64_t off;
@@ -246,7 +235,7 @@ void srepl_fill(struct node *n, struct room *r)
 			struct blob *f = strm_buf_at(s, i, &off, &len);
 			enc_chunk(&t->buf, s, off, strm_acked(s), blob_data(f) + blob_len(f) - len,
 				  len);
-			to_backups(n, room_id(r), t->buf.p, t->buf.len);
+			repl_to_backups(n, room_id(r), t->buf.p, t->buf.len);
 		}
 	}
 }
@@ -266,13 +255,13 @@ void srepl_restate(struct node *n, struct strm *s, const char *node)
 	 * again, then get the bytes receivers may still need. */
 	struct srepl *t = node_srepl(n);
 	enc_stream(n, &t->buf, s);
-	to_backups(n, room_id(strm_room(s)), t->buf.p, t->buf.len);
+	repl_to_backups(n, room_id(strm_room(s)), t->buf.p, t->buf.len);
 	for (size_t i = 0; i < strm_buf_count(s); i++) {
 		uint64_t off;
 		size_t len;
 		struct blob *f = strm_buf_at(s, i, &off, &len);
 		enc_chunk(&t->buf, s, off, strm_acked(s), blob_data(f) + blob_len(f) - len, len);
-		to_backups(n, room_id(strm_room(s)), t->buf.p, t->buf.len);
+		repl_to_backups(n, room_id(strm_room(s)), t->buf.p, t->buf.len);
 	}
 }
 
